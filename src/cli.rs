@@ -1,0 +1,80 @@
+//! Command-line interface of the `wscluster` binary.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A clustered WebSocket publish/subscribe server (sgc protocol).
+#[derive(Debug, Parser)]
+#[command(name = "wscluster", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of `wscluster serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// WebSocket and HTTP listen address.
+    #[arg(long, env = "WSCLUSTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest WebSocket message accepted, in bytes (larger: close 1009).
+    #[arg(long, env = "WSCLUSTER_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
+    pub max_message_size: usize,
+
+    /// Outbound queue bound per connection, in messages; a client that
+    /// falls this far behind is closed with 1008 "slow consumer".
+    #[arg(long, env = "WSCLUSTER_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// Outbound queue bound per connection, in bytes.
+    #[arg(long, env = "WSCLUSTER_OUTBOUND_QUEUE_BYTES", default_value_t = 4 << 20)]
+    pub outbound_queue_bytes: usize,
+
+    /// Longest channel name accepted, in bytes.
+    #[arg(long, env = "WSCLUSTER_MAX_CHANNEL_LENGTH", default_value_t = 255)]
+    pub max_channel_length: usize,
+
+    /// Kept events per channel at queueLevel2.
+    #[arg(long, env = "WSCLUSTER_KEPT_PER_CHANNEL", default_value_t = 100)]
+    pub kept_per_channel: usize,
+
+    /// Server-to-client QoS: qosLevel0, qosLevel1 or qosLevel2.
+    #[arg(long, env = "WSCLUSTER_QOS", default_value = "qosLevel0")]
+    pub qos: String,
+
+    /// Milliseconds before an unacknowledged message is re-sent (QoS 1/2).
+    #[arg(long, env = "WSCLUSTER_RESEND_INTERVAL_MS", default_value_t = 5000)]
+    pub resend_interval_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "WSCLUSTER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log level or filter (overridden by RUST_LOG when set).
+    #[arg(long, env = "WSCLUSTER_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Serve a plain echo on every WebSocket instead of the protocols.
+    /// Only for the WebSocket conformance suite.
+    #[arg(long, hide = true)]
+    pub echo: bool,
+}

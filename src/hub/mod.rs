@@ -1,0 +1,214 @@
+//! The hub: this node's connections and who is subscribed to what.
+//!
+//! The hub fans out bytes that were encoded once; it does not know the
+//! wire format. A publication is turned into an [`Outgoing`] by the
+//! protocol, then [`Hub::fan_out`] clones the shared `Bytes` handle into the
+//! outbox of every matching connection. Pushes never wait: a full outbox
+//! closes that one connection as a slow consumer (see [`outbox`]).
+
+pub mod kept;
+pub mod outbox;
+pub mod pattern;
+pub mod subscriptions;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use kept::{KeepOutcome, KeptQueues, QueueLevel};
+use outbox::{CloseReason, Outbox, OutboxReceiver, Outgoing};
+use subscriptions::{ConnId, InterestChange, Subscriptions};
+
+/// Bounds the hub enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Outbound queue bound per connection, in messages.
+    pub outbound_messages: usize,
+    /// Outbound queue bound per connection, in bytes.
+    pub outbound_bytes: usize,
+    /// Kept events per channel at queueLevel2.
+    pub kept_per_channel: usize,
+    /// Channels that may hold kept events at once.
+    pub kept_max_channels: usize,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<ConnId, Outbox>,
+    subs: Subscriptions,
+}
+
+/// Connections, subscriptions and kept queues of one protocol on one node.
+pub struct Hub {
+    limits: HubLimits,
+    state: RwLock<State>,
+    kept: Mutex<KeptQueues>,
+    next_conn: AtomicU64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(limits: HubLimits) -> Self {
+        Self {
+            limits,
+            state: RwLock::default(),
+            kept: Mutex::new(KeptQueues::new(
+                limits.kept_per_channel,
+                limits.kept_max_channels,
+            )),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// Registers a new connection and returns its id and outbox ends.
+    pub fn register(&self) -> (ConnId, Outbox, OutboxReceiver) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = outbox::outbox(self.limits.outbound_messages, self.limits.outbound_bytes);
+        self.write().conns.insert(id, tx.clone());
+        metrics::gauge!("wscluster_connections").increment(1.0);
+        (id, tx, rx)
+    }
+
+    /// Forgets a closed connection and its subscriptions.
+    pub fn unregister(&self, conn: ConnId) -> Vec<InterestChange> {
+        let mut state = self.write();
+        if state.conns.remove(&conn).is_some() {
+            metrics::gauge!("wscluster_connections").decrement(1.0);
+        }
+        state.subs.unsubscribe_all(conn)
+    }
+
+    /// Subscribes `conn` to a channel or pattern and queues the kept events
+    /// it should see first. The replay is pushed under the same lock as the
+    /// subscription, so no live event can overtake a kept one.
+    pub fn subscribe(&self, conn: ConnId, name: &str, reply: Outgoing) -> Option<InterestChange> {
+        let mut state = self.write();
+        let change = state.subs.subscribe(conn, name);
+        let Some(tx) = state.conns.get(&conn) else {
+            return change;
+        };
+
+        tx.push(reply);
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let replay = match pattern::Pattern::compile(name) {
+            None => kept.replay(name),
+            Some(p) => kept.replay_matching(|c| p.matches(c)),
+        };
+        for event in replay {
+            tx.push(event);
+        }
+        change
+    }
+
+    /// Removes one subscription of `conn`.
+    pub fn unsubscribe(&self, conn: ConnId, name: &str) -> Option<InterestChange> {
+        self.write().subs.unsubscribe(conn, name)
+    }
+
+    /// Removes every subscription of `conn`.
+    pub fn unsubscribe_all(&self, conn: ConnId) -> Vec<InterestChange> {
+        self.write().subs.unsubscribe_all(conn)
+    }
+
+    /// How many subscriptions `conn` holds.
+    pub fn subscription_count(&self, conn: ConnId) -> usize {
+        self.read().subs.count_for(conn)
+    }
+
+    /// Delivers `event` to every local subscriber of `channel` (each once)
+    /// and keeps it at `level`. Returns how many connections it was queued for.
+    pub fn fan_out(&self, channel: &Arc<str>, level: QueueLevel, event: Outgoing) -> usize {
+        let state = self.read();
+        if level != QueueLevel::None {
+            self.keep(channel, level, event.clone());
+        }
+
+        let mut delivered = 0;
+        for conn in state.subs.recipients(channel) {
+            if let Some(tx) = state.conns.get(&conn) {
+                delivered += usize::from(tx.push(event.clone()));
+            }
+        }
+        delivered
+    }
+
+    /// Delivers `event` to every connection of this hub.
+    pub fn fan_out_all(&self, event: &Outgoing) -> usize {
+        let state = self.read();
+        state
+            .conns
+            .values()
+            .filter(|tx| tx.push(event.clone()))
+            .count()
+    }
+
+    /// Queues `event` for one connection (a direct reply).
+    pub fn send_to(&self, conn: ConnId, event: Outgoing) -> bool {
+        self.read()
+            .conns
+            .get(&conn)
+            .is_some_and(|tx| tx.push(event))
+    }
+
+    /// Drops the kept events of `channel`.
+    pub fn clear_kept(&self, channel: &str) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear(channel);
+    }
+
+    /// Channels and patterns with local subscribers (for cluster interest).
+    pub fn interest(&self) -> Vec<Arc<str>> {
+        self.read().subs.interest()
+    }
+
+    /// True when a local subscription matches `channel`.
+    pub fn has_interest(&self, channel: &str) -> bool {
+        self.read().subs.has_interest(channel)
+    }
+
+    /// Exact channels with their local subscriber counts.
+    pub fn channel_counts(&self) -> Vec<(Arc<str>, usize)> {
+        self.read().subs.channel_counts()
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.read().conns.len()
+    }
+
+    /// Asks every connection to close with `reason`.
+    pub fn close_all(&self, reason: CloseReason) {
+        for tx in self.read().conns.values() {
+            tx.close(reason);
+        }
+    }
+
+    fn keep(&self, channel: &Arc<str>, level: QueueLevel, event: Outgoing) {
+        let outcome = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keep(channel, level, event);
+        match outcome {
+            KeepOutcome::KeptDroppedOldest => {
+                metrics::counter!("wscluster_kept_dropped_total", "reason" => "per_channel_cap")
+                    .increment(1);
+            }
+            KeepOutcome::RefusedChannelCap => {
+                metrics::counter!("wscluster_kept_dropped_total", "reason" => "channel_cap")
+                    .increment(1);
+            }
+            KeepOutcome::Kept | KeepOutcome::NotKept => {}
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,10 @@
+//! wscluster: a clustered WebSocket publish/subscribe server.
+//!
+//! The crate serves the sgc protocol (sub-protocol `esegece.com`) over
+//! RFC 6455 WebSocket, and can be embedded as a library or run as the
+//! `wscluster` binary. See `ARCHITECTURE.md` for the map of modules.
+
+pub mod cli;
+pub mod hub;
+pub mod server;
+pub mod sgc;

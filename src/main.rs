@@ -1,0 +1,98 @@
+//! The `wscluster` binary: parses the command line and runs a node.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use wscluster::cli::{Cli, Command, LogFormat, ServeArgs};
+use wscluster::server::{Server, ServerConfig};
+use wscluster::sgc::{Qos, SgcHooks, SgcProtocol, SgcSettings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format, &args.log_level);
+    let Some(qos) = Qos::parse(&args.qos) else {
+        error!(qos = %args.qos, "invalid --qos: expected qosLevel0, qosLevel1 or qosLevel2");
+        return ExitCode::from(2);
+    };
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args, qos))
+}
+
+async fn run(args: ServeArgs, qos: Qos) -> ExitCode {
+    let mut settings = SgcSettings::default();
+    settings.qos = qos;
+    settings.max_channel_len = args.max_channel_length;
+    settings.resend_interval = Duration::from_millis(args.resend_interval_ms);
+    settings.hub.outbound_messages = args.outbound_queue;
+    settings.hub.outbound_bytes = args.outbound_queue_bytes;
+    settings.hub.kept_per_channel = args.kept_per_channel;
+    let sgc = SgcProtocol::with(settings, SgcHooks::default());
+
+    let config = ServerConfig {
+        listen: args.listen,
+        max_message_size: args.max_message_size,
+        echo: args.echo,
+        ..ServerConfig::default()
+    };
+    let handle = match Server::new(config, sgc).start().await {
+        Ok(h) => h,
+        Err(e) => {
+            error!(addr = %args.listen, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The one line on stdout: scripts and tests read the bound port here.
+    println!("listening {}", handle.local_addr());
+
+    wait_for_signal().await;
+    handle.shutdown().await;
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,231 @@
+//! One client connection: the task that reads its frames and writes its
+//! outbox.
+//!
+//! A single task owns the socket. It waits, in priority order, for a close
+//! request (slow consumer, shutdown), queued outbound messages, the next
+//! client frame, and the re-send timer. Outbound messages are written in
+//! batches and flushed once per batch, so a burst costs one syscall rather
+//! than one per message.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_websockets::{CloseCode, Error as WsError, Message, WebSocketStream};
+use tracing::{Instrument, debug, info};
+
+use crate::hub::outbox::{CloseReason, OutboxReceiver, Outgoing};
+use crate::sgc::hooks::Client;
+use crate::sgc::session::Session;
+use crate::sgc::{Qos, SgcProtocol, new_id};
+
+/// Most messages written before one flush; bounds the time between reads.
+const BATCH: usize = 64;
+
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves the sgc protocol on an accepted WebSocket until it closes.
+pub async fn serve_sgc<S>(
+    mut ws: WebSocketStream<S>,
+    proto: SgcProtocol,
+    remote: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (conn, _tx, mut rx) = proto.hub().register();
+    let client = Client {
+        session_id: new_id(),
+        remote,
+    };
+    let mut session = Session::new(conn, client, proto.settings().session);
+    let span = tracing::debug_span!("conn", session = %session.client.session_id);
+    debug!(parent: &span, ?remote, "client connected");
+
+    proto.send_session(&session);
+    if let Some(hook) = &proto.hooks().connect {
+        hook(&session.client);
+    }
+
+    let close = run(&mut ws, &proto, &mut session, &mut rx, &shutdown)
+        .instrument(span.clone())
+        .await;
+    finish(&mut ws, close).instrument(span).await;
+
+    let changes = proto.hub().unregister(conn);
+    proto.interest_changed(&changes);
+    if let Some(hook) = &proto.hooks().disconnect {
+        hook(&session.client);
+    }
+    debug!(session = %session.client.session_id, "client disconnected");
+}
+
+/// How the loop ended, and what close frame (if any) we still owe.
+enum Ending {
+    /// The peer closed or the socket failed; nothing more to send.
+    Gone,
+    /// The library already queued its close frame (protocol error); flush it.
+    FlushLibraryClose,
+    /// We close with this code and reason.
+    Close(CloseCode, &'static str),
+}
+
+async fn run<S>(
+    ws: &mut WebSocketStream<S>,
+    proto: &SgcProtocol,
+    session: &mut Session,
+    rx: &mut OutboxReceiver,
+    shutdown: &CancellationToken,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let settings = proto.settings();
+    let qos_on = settings.qos != Qos::AtMostOnce;
+    let mut resend = tokio::time::interval(settings.resend_interval.max(Duration::from_millis(10)));
+    let kill = rx.close_signal();
+
+    loop {
+        tokio::select! {
+            biased;
+            () = kill.cancelled() => return ending_for(rx.reason()),
+            () = shutdown.cancelled() => return Ending::Close(CloseCode::GOING_AWAY, "server shutting down"),
+            Some(first) = rx.recv() => {
+                let batch = collect_batch(first, rx);
+                if !track_acks(session, &batch, qos_on) {
+                    return ending_for(CloseReason::SlowConsumer);
+                }
+                tokio::select! {
+                    r = write_batch(ws, batch) => if r.is_err() { return Ending::Gone },
+                    () = kill.cancelled() => return ending_for(rx.reason()),
+                    () = shutdown.cancelled() => return Ending::Close(CloseCode::GOING_AWAY, "server shutting down"),
+                }
+            }
+            frame = ws.next() => match frame {
+                None => return Ending::Gone,
+                Some(Ok(msg)) => on_frame(proto, session, &msg),
+                Some(Err(e)) => return ending_for_error(&e),
+            },
+            _ = resend.tick(), if qos_on && session.has_pending_acks() => {
+                let (due, expired) = session.due(Instant::now(), settings.resend_interval, settings.resend_timeout);
+                if expired > 0 {
+                    metrics::counter!("wscluster_qos_expired_total").increment(expired as u64);
+                }
+                let batch = due.into_iter().map(Outgoing::new).collect();
+                if write_batch(ws, batch).await.is_err() {
+                    return Ending::Gone;
+                }
+            }
+        }
+    }
+}
+
+fn on_frame(proto: &SgcProtocol, session: &mut Session, msg: &Message) {
+    if let Some(text) = msg.as_text() {
+        metrics::counter!("wscluster_messages_in_total").increment(1);
+        proto.handle_text(session, text);
+    } else if msg.is_binary() {
+        proto.handle_binary(session);
+    }
+    // Ping, pong and close are answered by the WebSocket library.
+}
+
+fn collect_batch(first: Outgoing, rx: &mut OutboxReceiver) -> Vec<Outgoing> {
+    let mut batch = Vec::with_capacity(8);
+    batch.push(first);
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Some(next) => batch.push(next),
+            None => break,
+        }
+    }
+    batch
+}
+
+/// Records messages that need an acknowledgement; false when the client
+/// lets too many wait (it is then closed as a slow consumer).
+fn track_acks(session: &mut Session, batch: &[Outgoing], qos_on: bool) -> bool {
+    if !qos_on {
+        return true;
+    }
+    let now = Instant::now();
+    batch.iter().all(|o| match &o.ack_id {
+        Some(id) => session.track(id.clone(), o.bytes.clone(), now),
+        None => true,
+    })
+}
+
+async fn write_batch<S>(ws: &mut WebSocketStream<S>, batch: Vec<Outgoing>) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let n = batch.len() as u64;
+    for out in batch {
+        ws.feed(Message::text(out.bytes)).await?;
+    }
+    metrics::counter!("wscluster_messages_out_total").increment(n);
+    ws.flush().await
+}
+
+fn ending_for(reason: CloseReason) -> Ending {
+    match reason {
+        CloseReason::SlowConsumer => Ending::Close(CloseCode::POLICY_VIOLATION, "slow consumer"),
+        CloseReason::GoingAway => Ending::Close(CloseCode::GOING_AWAY, "server shutting down"),
+    }
+}
+
+fn ending_for_error(e: &WsError) -> Ending {
+    match e {
+        // A message assembled from fragments past the limit is reported
+        // without a queued close frame; single oversized frames come with one.
+        WsError::PayloadTooLong { .. } => {
+            Ending::Close(CloseCode::MESSAGE_TOO_BIG, "message too big")
+        }
+        WsError::Protocol(_) => Ending::FlushLibraryClose,
+        _ => Ending::Gone,
+    }
+}
+
+/// Sends our close frame (or flushes the library's) and waits briefly for
+/// the peer's, so clients see a clean close code. Bounded by [`CLOSE_GRACE`].
+async fn finish<S>(ws: &mut WebSocketStream<S>, ending: Ending)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let closing = async {
+        match ending {
+            Ending::Gone => return,
+            Ending::Close(code, reason) => {
+                if code == CloseCode::POLICY_VIOLATION {
+                    info!(code = u16::from(code), reason, "closing connection");
+                }
+                let _ = ws.send(Message::close(Some(code), reason)).await;
+            }
+            Ending::FlushLibraryClose => {}
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+}
+
+/// Echoes every text and binary message back; used only by the WebSocket
+/// conformance suite (`wscluster serve --echo`).
+pub async fn serve_echo<S>(mut ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(frame) = ws.next().await {
+        match frame {
+            Ok(msg) if msg.is_text() || msg.is_binary() => {
+                if ws.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return finish(&mut ws, ending_for_error(&e)).await,
+        }
+    }
+}

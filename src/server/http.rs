@@ -1,0 +1,105 @@
+//! The HTTP side of the listen address: health, readiness, cluster status,
+//! and the WebSocket upgrade for every other path.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio_websockets::{Limits, ServerBuilder};
+
+use super::AppState;
+use super::connection;
+use super::upgrade::{self, Speaks};
+
+/// The router serving one node.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/cluster", get(cluster))
+        .fallback(websocket)
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.status.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn cluster(State(state): State<AppState>) -> Response {
+    axum::Json(state.status.describe()).into_response()
+}
+
+/// Upgrades to WebSocket on any path; plain requests get 404.
+async fn websocket(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    if !upgrade::is_upgrade(req.method(), req.headers()) {
+        return (
+            StatusCode::NOT_FOUND,
+            "not found; connect with a websocket client\n",
+        )
+            .into_response();
+    }
+    let (speaks, accept) = match upgrade::negotiate(req.headers()) {
+        Ok(ok) => ok,
+        Err(refused) => {
+            metrics::counter!("wscluster_handshake_refused_total").increment(1);
+            let mut resp = (refused.status, refused.reason + "\n").into_response();
+            if refused.status == StatusCode::UPGRADE_REQUIRED {
+                resp.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    "13".parse().unwrap_or_else(|_| unreachable!()),
+                );
+            }
+            return resp;
+        }
+    };
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let limits = Limits::default().max_payload_len(Some(task_state.max_message_size));
+        let ws = ServerBuilder::new()
+            .limits(limits)
+            .serve(TokioIo::new(upgraded));
+        match (task_state.echo, speaks) {
+            (true, _) => connection::serve_echo(ws).await,
+            (false, Speaks::Sgc { .. }) => {
+                connection::serve_sgc(ws, task_state.sgc, Some(remote), task_state.shutdown).await;
+            }
+        }
+    });
+
+    let mut builder = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(p) = upgrade::protocol_header(speaks) {
+        builder = builder.header(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    builder
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,62 @@
+//! A publication: what one publish or broadcast produces.
+//!
+//! The same value is fanned out locally and, when a cluster is attached,
+//! handed to the relay that carries it to the other nodes, where it is fanned
+//! out again. It owns its message as JSON so any node can encode it.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::hub::kept::QueueLevel;
+use crate::hub::subscriptions::InterestChange;
+
+/// Whether the publication is a channel event or a broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// `sgc@publish`: subscribers of the channel get `sgc@event`.
+    Event,
+    /// `sgc@broadcast`: everyone (or the channel's subscribers) gets `sgc@message`.
+    Broadcast,
+}
+
+/// One publish or broadcast, as fanned out and as relayed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publication {
+    /// A GUID naming this publication cluster-wide; also the id clients
+    /// acknowledge when server-to-client QoS is on.
+    pub id: Arc<str>,
+    /// Event or broadcast.
+    pub kind: Kind,
+    /// The channel; `None` only for a broadcast to everyone.
+    pub channel: Option<Arc<str>>,
+    /// The message, carried through unchanged.
+    pub message: Value,
+    /// The kept-queue level (events only).
+    #[serde(with = "queue_level")]
+    pub queue: QueueLevel,
+}
+
+/// Where publications go beyond this node. The cluster implements it; the
+/// protocol never learns which engine is behind it.
+pub trait Relay: Send + Sync {
+    /// Sends a locally made publication to the nodes that need it.
+    fn publish(&self, publication: &Publication);
+    /// This node's local interest in a channel or pattern changed.
+    fn interest_changed(&self, change: &InterestChange);
+}
+
+mod queue_level {
+    use super::QueueLevel;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(level: &QueueLevel, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(level.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<QueueLevel, D::Error> {
+        let text = String::deserialize(d)?;
+        QueueLevel::parse(&text).ok_or_else(|| serde::de::Error::custom("unknown queue level"))
+    }
+}

@@ -1,0 +1,248 @@
+//! Per-connection protocol state of the sgc protocol.
+//!
+//! Open transactions, QoS 2 messages waiting for their release, and
+//! server-to-client messages waiting for an acknowledgement. All of it is
+//! bounded, and all of it dies with the connection. Time is passed in, never
+//! read here, so the resend rules are tested without a clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::hooks::Client;
+use super::wire::Request;
+use crate::hub::subscriptions::ConnId;
+
+/// Bounds on one connection's protocol state.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Messages one transaction may hold before further ones are refused.
+    pub transaction_messages: usize,
+    /// QoS 2 messages awaiting `sgc@pubrel`.
+    pub qos2_pending: usize,
+    /// Released QoS 2 ids remembered so a repeated release is ignored.
+    pub qos2_remembered: usize,
+    /// Server-to-client messages awaiting acknowledgement.
+    pub pending_acks: usize,
+}
+
+/// A server-to-client message the client has not acknowledged yet.
+struct PendingAck {
+    bytes: Bytes,
+    first_sent: Instant,
+    last_sent: Instant,
+}
+
+/// The result of holding a message in a transaction.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// No transaction is open on that channel: process it now.
+    NotHeld,
+    /// Held until commit or rollback.
+    Held,
+    /// The transaction is full; the message is refused.
+    Full,
+}
+
+/// Protocol state of one connection.
+pub struct Session {
+    /// The connection in the hub.
+    pub conn: ConnId,
+    /// Who the hooks are told about.
+    pub client: Client,
+    limits: SessionLimits,
+    transactions: HashMap<String, Vec<Request>>,
+    qos2_pending: HashMap<String, Request>,
+    qos2_released: HashSet<String>,
+    qos2_released_order: VecDeque<String>,
+    pending_acks: HashMap<Arc<str>, PendingAck>,
+}
+
+impl Session {
+    /// Fresh state for a new connection.
+    pub fn new(conn: ConnId, client: Client, limits: SessionLimits) -> Self {
+        Self {
+            conn,
+            client,
+            limits,
+            transactions: HashMap::new(),
+            qos2_pending: HashMap::new(),
+            qos2_released: HashSet::new(),
+            qos2_released_order: VecDeque::new(),
+            pending_acks: HashMap::new(),
+        }
+    }
+
+    /// Opens a transaction on `channel` (reopening one keeps what it holds).
+    pub fn begin(&mut self, channel: &str) {
+        self.transactions.entry(channel.to_owned()).or_default();
+    }
+
+    /// Closes the transaction on `channel` and returns what it held.
+    pub fn end(&mut self, channel: &str) -> Vec<Request> {
+        self.transactions.remove(channel).unwrap_or_default()
+    }
+
+    /// Holds `req` if a transaction is open on `channel`.
+    pub fn hold(&mut self, channel: &str, req: &Request) -> Hold {
+        let Some(held) = self.transactions.get_mut(channel) else {
+            return Hold::NotHeld;
+        };
+        if held.len() >= self.limits.transaction_messages {
+            return Hold::Full;
+        }
+        held.push(req.clone());
+        Hold::Held
+    }
+
+    /// Keeps a QoS 2 publish until its release. False when the pending set
+    /// is full (the publish is refused) or the id was already used.
+    pub fn store_qos2(&mut self, id: String, req: Request) -> bool {
+        if self.qos2_released.contains(&id) || self.qos2_pending.len() >= self.limits.qos2_pending {
+            return false;
+        }
+        self.qos2_pending.entry(id).or_insert(req);
+        true
+    }
+
+    /// Releases a QoS 2 message: returns it the first time only.
+    pub fn release_qos2(&mut self, id: &str) -> Option<Request> {
+        let req = self.qos2_pending.remove(id)?;
+        self.qos2_released.insert(id.to_owned());
+        self.qos2_released_order.push_back(id.to_owned());
+        if self.qos2_released_order.len() > self.limits.qos2_remembered {
+            if let Some(old) = self.qos2_released_order.pop_front() {
+                self.qos2_released.remove(&old);
+            }
+        }
+        Some(req)
+    }
+
+    /// Records a message sent with an id the client must acknowledge.
+    /// False when too many are already waiting (the client is not acking).
+    pub fn track(&mut self, id: Arc<str>, bytes: Bytes, now: Instant) -> bool {
+        if !self.pending_acks.contains_key(&id)
+            && self.pending_acks.len() >= self.limits.pending_acks
+        {
+            return false;
+        }
+        let entry = PendingAck {
+            bytes,
+            first_sent: now,
+            last_sent: now,
+        };
+        self.pending_acks.entry(id).or_insert(entry);
+        true
+    }
+
+    /// Clears a pending message on the client's acknowledgement.
+    pub fn acknowledge(&mut self, id: &str) -> bool {
+        self.pending_acks.remove(id).is_some()
+    }
+
+    /// Messages due for a re-send at `now`; those older than `timeout` are
+    /// given up (and counted by the caller).
+    pub fn due(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+        timeout: Duration,
+    ) -> (Vec<Bytes>, usize) {
+        let before = self.pending_acks.len();
+        self.pending_acks
+            .retain(|_, p| now.duration_since(p.first_sent) < timeout);
+        let expired = before - self.pending_acks.len();
+
+        let mut resend = Vec::new();
+        for p in self.pending_acks.values_mut() {
+            if now.duration_since(p.last_sent) >= interval {
+                p.last_sent = now;
+                resend.push(p.bytes.clone());
+            }
+        }
+        (resend, expired)
+    }
+
+    /// True when some message awaits acknowledgement.
+    pub fn has_pending_acks(&self) -> bool {
+        !self.pending_acks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn session() -> Session {
+        let client = Client {
+            session_id: "s".into(),
+            remote: None,
+        };
+        let limits = SessionLimits {
+            transaction_messages: 2,
+            qos2_pending: 2,
+            qos2_remembered: 2,
+            pending_acks: 2,
+        };
+        Session::new(1, client, limits)
+    }
+
+    fn req(n: u8) -> Request {
+        Request {
+            method: format!("m{n}"),
+            params: Value::Null,
+            id: None,
+            qos: None,
+        }
+    }
+
+    #[test]
+    fn a_transaction_holds_in_order_and_is_bounded() {
+        let mut s = session();
+        assert_eq!(s.hold("a", &req(0)), Hold::NotHeld);
+        s.begin("a");
+        assert_eq!(s.hold("a", &req(1)), Hold::Held);
+        assert_eq!(s.hold("a", &req(2)), Hold::Held);
+        assert_eq!(s.hold("a", &req(3)), Hold::Full);
+        assert_eq!(s.end("a"), vec![req(1), req(2)]);
+        assert_eq!(s.hold("a", &req(4)), Hold::NotHeld);
+    }
+
+    #[test]
+    fn a_qos2_message_is_released_once() {
+        let mut s = session();
+        assert!(s.store_qos2("x".into(), req(1)));
+        assert_eq!(s.release_qos2("x"), Some(req(1)));
+        assert_eq!(s.release_qos2("x"), None);
+        assert!(
+            !s.store_qos2("x".into(), req(1)),
+            "a released id cannot be reused"
+        );
+    }
+
+    #[test]
+    fn unacknowledged_messages_are_resent_until_the_timeout() {
+        let mut s = session();
+        let t0 = Instant::now();
+        let (i, to) = (Duration::from_secs(1), Duration::from_secs(3));
+        assert!(s.track("a".into(), Bytes::from_static(b"A"), t0));
+        assert_eq!(s.due(t0, i, to).0.len(), 0);
+        assert_eq!(s.due(t0 + i, i, to).0, vec![Bytes::from_static(b"A")]);
+        assert_eq!(s.due(t0 + to, i, to), (vec![], 1));
+        assert!(!s.has_pending_acks());
+    }
+
+    #[test]
+    fn acknowledged_messages_are_not_resent_and_the_set_is_bounded() {
+        let mut s = session();
+        let t0 = Instant::now();
+        assert!(s.track("a".into(), Bytes::new(), t0));
+        assert!(s.track("b".into(), Bytes::new(), t0));
+        assert!(!s.track("c".into(), Bytes::new(), t0));
+        assert!(s.acknowledge("a"));
+        assert!(s.track("c".into(), Bytes::new(), t0));
+    }
+}
