@@ -29,6 +29,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Backplane engine choice.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EngineArg {
+    /// Nodes link directly over TCP.
+    Mesh,
+    /// Redis Pub/Sub.
+    Redis,
+}
+
 /// Settings of `wscluster serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -64,6 +73,36 @@ pub struct ServeArgs {
     /// Milliseconds before an unacknowledged message is re-sent (QoS 1/2).
     #[arg(long, env = "WSCLUSTER_RESEND_INTERVAL_MS", default_value_t = 5000)]
     pub resend_interval_ms: u64,
+
+    /// This node's id in the cluster; unique per live node (generated when
+    /// absent).
+    #[arg(long, env = "WSCLUSTER_NODE_ID", default_value = "")]
+    pub node_id: String,
+
+    /// Backplane engine.
+    #[arg(long, env = "WSCLUSTER_ENGINE", value_enum, default_value = "mesh")]
+    pub engine: EngineArg,
+
+    /// Mesh: where this node accepts links from its peers.
+    #[arg(
+        long,
+        env = "WSCLUSTER_CLUSTER_LISTEN",
+        default_value = "127.0.0.1:5410"
+    )]
+    pub cluster_listen: SocketAddr,
+
+    /// Mesh: another node's link address (repeatable; one reachable seed
+    /// is enough to join the whole mesh).
+    #[arg(long = "peer", env = "WSCLUSTER_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// Shared secret every node must prove (never sent over the wire).
+    #[arg(long, env = "WSCLUSTER_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// Milliseconds of silence after which a peer is treated as gone.
+    #[arg(long, env = "WSCLUSTER_FAILURE_TIMEOUT_MS", default_value_t = 3000)]
+    pub failure_timeout_ms: u64,
 
     /// Log format.
     #[arg(long, env = "WSCLUSTER_LOG_FORMAT", value_enum, default_value = "text")]

@@ -5,6 +5,7 @@
 //! `wscluster` binary. See `ARCHITECTURE.md` for the map of modules.
 
 pub mod cli;
+pub mod cluster;
 pub mod hub;
 pub mod server;
 pub mod sgc;

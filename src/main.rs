@@ -1,14 +1,16 @@
 //! The `wscluster` binary: parses the command line and runs a node.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use wscluster::cli::{Cli, Command, LogFormat, ServeArgs};
-use wscluster::server::{Server, ServerConfig};
+use wscluster::cli::{Cli, Command, EngineArg, LogFormat, ServeArgs};
+use wscluster::cluster::{Cluster, ClusterConfig, Engine};
+use wscluster::server::{Server, ServerConfig, Status};
 use wscluster::sgc::{Qos, SgcHooks, SgcProtocol, SgcSettings};
 
 fn main() -> ExitCode {
@@ -45,13 +47,24 @@ async fn run(args: ServeArgs, qos: Qos) -> ExitCode {
     settings.hub.kept_per_channel = args.kept_per_channel;
     let sgc = SgcProtocol::with(settings, SgcHooks::default());
 
+    let cluster = Arc::new(Cluster::new(cluster_config(&args)));
+    cluster.attach(&sgc);
+    if let Err(e) = cluster.start().await {
+        error!(error = %e, "cannot start the cluster");
+        return ExitCode::FAILURE;
+    }
+    if let Some(addr) = cluster.mesh_addr() {
+        println!("cluster-listening {addr}");
+    }
+
     let config = ServerConfig {
         listen: args.listen,
         max_message_size: args.max_message_size,
         echo: args.echo,
         ..ServerConfig::default()
     };
-    let handle = match Server::new(config, sgc).start().await {
+    let status: Arc<dyn Status> = cluster.clone();
+    let handle = match Server::new(config, sgc).with_status(status).start().await {
         Ok(h) => h,
         Err(e) => {
             error!(addr = %args.listen, error = %e, "cannot listen");
@@ -62,9 +75,28 @@ async fn run(args: ServeArgs, qos: Qos) -> ExitCode {
     println!("listening {}", handle.local_addr());
 
     wait_for_signal().await;
+    // Leave the cluster first, so peers drop this node at once rather than
+    // after the failure timeout, then close the clients with 1001.
+    cluster.stop().await;
     handle.shutdown().await;
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+fn cluster_config(args: &ServeArgs) -> ClusterConfig {
+    ClusterConfig {
+        engine: match args.engine {
+            EngineArg::Mesh => Engine::Mesh,
+            EngineArg::Redis => Engine::Redis,
+        },
+        node_id: args.node_id.clone(),
+        listen: args.cluster_listen,
+        peers: args.peers.clone(),
+        secret: args.cluster_secret.clone().filter(|s| !s.is_empty()),
+        failure_timeout: Duration::from_millis(args.failure_timeout_ms),
+        max_message_size: args.max_message_size,
+        ..ClusterConfig::default()
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,0 +1,88 @@
+//! What travels between nodes: an envelope around one kind of traffic.
+//!
+//! Every envelope names its origin node, the origin's incarnation (fresh
+//! each time the process starts) and a sequence number, so a receiver can
+//! drop its own echoes and duplicates and never mistake a restarted node's
+//! new numbers for old ones. Envelopes are JSON: easy to inspect on the
+//! wire, and the message inside is JSON already.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::sgc::Publication;
+
+/// One message between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The node that made it.
+    pub origin: Arc<str>,
+    /// The origin's incarnation.
+    pub incarnation: u64,
+    /// Per-origin sequence; 0 for unsequenced liveness traffic.
+    pub seq: u64,
+    /// Origin wall-clock time in microseconds since the Unix epoch, for the
+    /// cross-node delay histogram.
+    pub sent_us: u64,
+    /// The traffic itself.
+    pub body: Body,
+}
+
+/// The kinds of traffic, each with a clear owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// An sgc publish or broadcast.
+    Publication {
+        /// The publication.
+        publication: Publication,
+    },
+    /// The origin's complete local interest (sent when a link comes up).
+    InterestSnapshot {
+        /// Channels and patterns with local subscribers.
+        names: Vec<Arc<str>>,
+    },
+    /// The origin gained its first local subscriber of `name`.
+    InterestAdded {
+        /// Channel or pattern.
+        name: Arc<str>,
+    },
+    /// The origin lost its last local subscriber of `name`.
+    InterestRemoved {
+        /// Channel or pattern.
+        name: Arc<str>,
+    },
+    /// The origin is alive.
+    Heartbeat,
+    /// The origin is stopping; forget it now rather than at the timeout.
+    Leave,
+    /// Mesh: the link addresses of the nodes the origin knows, so one seed
+    /// peer is enough to find the whole mesh.
+    Peers {
+        /// `(node id, link address)` pairs.
+        peers: Vec<(Arc<str>, String)>,
+    },
+}
+
+impl Envelope {
+    /// Encodes once; the bytes are shared by every link that sends them.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decodes a received envelope.
+    ///
+    /// # Errors
+    /// When the bytes are not a valid envelope.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Microseconds since the Unix epoch, for `sent_us`.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,268 @@
+//! One mesh link: the handshake, then envelopes both ways with heartbeats.
+//!
+//! Frames are length-prefixed (tokio-util's `LengthDelimitedCodec`); a
+//! frame longer than the configured maximum ends the link rather than
+//! being buffered. The writer drains a bounded queue and sends a heartbeat
+//! whenever the link has been idle for a third of the failure timeout; the
+//! reader declares the peer gone when nothing at all arrives for the full
+//! failure timeout, whether or not TCP has noticed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::MeshShared;
+use super::handshake::{self, Handshake, HandshakeError};
+use crate::cluster::envelope::{Body, Envelope};
+
+/// How long a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most frames written per flush.
+const BATCH: usize = 128;
+
+type LinkIo = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// A link that passed the handshake.
+pub struct Established {
+    /// The peer's node id.
+    pub peer: Arc<str>,
+    /// The peer's link address, for gossip.
+    pub peer_listen: String,
+    io: LinkIo,
+}
+
+/// The sending side of a registered link.
+#[derive(Clone)]
+pub struct LinkHandle {
+    /// Unique per link, so a stale link never unregisters its successor.
+    pub id: u64,
+    /// The node that dialled this link (the tie-breaker for duplicates).
+    pub dialer: Arc<str>,
+    /// The peer's link address.
+    pub addr: String,
+    /// Encoded envelopes waiting to be written.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Cancelled to end the link.
+    pub close: CancellationToken,
+}
+
+fn codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame)
+        .new_codec()
+}
+
+/// Runs the handshake on a fresh TCP connection.
+///
+/// # Errors
+/// When the peer is refused, refuses us, or the link fails.
+pub async fn handshake(
+    stream: TcpStream,
+    mesh: &MeshShared,
+) -> Result<Established, HandshakeError> {
+    let _ = stream.set_nodelay(true);
+    let io = Framed::new(stream, codec(mesh.max_frame()));
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange(io, mesh))
+        .await
+        .unwrap_or_else(|_| Err(HandshakeError::Io("timed out".into())))
+}
+
+async fn exchange(mut io: LinkIo, mesh: &MeshShared) -> Result<Established, HandshakeError> {
+    let me = mesh.core.node_id().to_string();
+    let secret = mesh.config.secret.as_deref();
+    let my_nonce = handshake::nonce();
+
+    let hello = Handshake::Hello {
+        version: handshake::VERSION,
+        node_id: me.clone(),
+        incarnation: mesh.core.incarnation(),
+        nonce: my_nonce.clone(),
+        listen: mesh.advertise.clone(),
+    };
+    send_hs(&mut io, &hello).await?;
+
+    let (peer, their_nonce, peer_listen) = match recv_hs(&mut io).await? {
+        Handshake::Hello {
+            version,
+            node_id,
+            nonce,
+            listen,
+            ..
+        } => {
+            if let Err(e) = handshake::check_hello(&me, version, &node_id) {
+                refuse(&mut io, &e).await;
+                return Err(e);
+            }
+            (node_id, nonce, listen)
+        }
+        Handshake::Refuse { reason } => return Err(HandshakeError::RefusedByPeer(reason)),
+        Handshake::Proof { .. } => return Err(HandshakeError::Unexpected),
+    };
+
+    let mac = handshake::proof(secret, &their_nonce, &my_nonce, &me);
+    send_hs(&mut io, &Handshake::Proof { mac }).await?;
+    match recv_hs(&mut io).await? {
+        Handshake::Proof { mac }
+            if handshake::verify(secret, &my_nonce, &their_nonce, &peer, &mac) => {}
+        Handshake::Proof { .. } => {
+            refuse(&mut io, &HandshakeError::BadProof).await;
+            return Err(HandshakeError::BadProof);
+        }
+        Handshake::Refuse { reason } => return Err(HandshakeError::RefusedByPeer(reason)),
+        Handshake::Hello { .. } => return Err(HandshakeError::Unexpected),
+    }
+    Ok(Established {
+        peer: peer.into(),
+        peer_listen,
+        io,
+    })
+}
+
+async fn send_hs(io: &mut LinkIo, frame: &Handshake) -> Result<(), HandshakeError> {
+    let bytes = serde_json::to_vec(frame).map_err(|e| HandshakeError::Io(e.to_string()))?;
+    io.send(Bytes::from(bytes))
+        .await
+        .map_err(|e| HandshakeError::Io(e.to_string()))
+}
+
+async fn recv_hs(io: &mut LinkIo) -> Result<Handshake, HandshakeError> {
+    match io.next().await {
+        Some(Ok(frame)) => serde_json::from_slice(&frame).map_err(|_| HandshakeError::Unexpected),
+        Some(Err(e)) => Err(HandshakeError::Io(e.to_string())),
+        None => Err(HandshakeError::Io("closed".into())),
+    }
+}
+
+async fn refuse(io: &mut LinkIo, why: &HandshakeError) {
+    let _ = send_hs(
+        io,
+        &Handshake::Refuse {
+            reason: why.to_string(),
+        },
+    )
+    .await;
+}
+
+/// Registers an established link and serves it until it ends. Returns the
+/// reason it ended.
+pub async fn run(link: Established, mesh: Arc<MeshShared>, dialer: Arc<str>) -> String {
+    let (tx, rx) = mpsc::channel(mesh.config.link_queue.max(16));
+    let handle = LinkHandle {
+        id: mesh.next_link_id(),
+        dialer,
+        addr: link.peer_listen.clone(),
+        tx,
+        close: mesh.shutdown.child_token(),
+    };
+    if !mesh.register(&link.peer, handle.clone()) {
+        return "duplicate link".into();
+    }
+    mesh.core.peer_up(&link.peer);
+    mesh.gossip();
+
+    let (sink, stream) = link.io.split();
+    let heartbeat = mesh.config.failure_timeout / 3;
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        handle.close.clone(),
+        heartbeat,
+        mesh.heartbeat_frame(),
+    ));
+    let reason = read_loop(stream, &mesh, &handle.close).await;
+
+    handle.close.cancel();
+    let _ = writer.await;
+    if mesh.unregister(&link.peer, handle.id) {
+        mesh.core.peer_down(&link.peer, &reason);
+    }
+    reason
+}
+
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<LinkIo>,
+    mesh: &MeshShared,
+    close: &CancellationToken,
+) -> String {
+    let timeout = mesh.config.failure_timeout;
+    loop {
+        let next = tokio::select! {
+            () = close.cancelled() => return "link closed".into(),
+            next = tokio::time::timeout(timeout, stream.next()) => next,
+        };
+        let frame = match next {
+            Err(_) => return "heartbeat timeout".into(),
+            Ok(None) => return "link closed by peer".into(),
+            Ok(Some(Err(e))) => return format!("link error: {e}"),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match Envelope::decode(&frame) {
+            Ok(env) => mesh.core.receive(env),
+            Err(e) => {
+                metrics::counter!("wscluster_backplane_dropped_total", "reason" => "malformed")
+                    .increment(1);
+                warn!(error = %e, "malformed envelope dropped");
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<LinkIo, Bytes>,
+    mut rx: mpsc::Receiver<Bytes>,
+    close: CancellationToken,
+    heartbeat: Duration,
+    heartbeat_frame: Bytes,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = close.cancelled() => break,
+            first = rx.recv() => first,
+            () = tokio::time::sleep(heartbeat) => Some(heartbeat_frame.clone()),
+        };
+        let Some(first) = first else { break };
+        if write_batch(&mut sink, &mut rx, first).await.is_err() {
+            close.cancel();
+            return;
+        }
+    }
+
+    // Closing: write what is already queued (a leave notice, say), briefly.
+    let drain = async {
+        while let Ok(frame) = rx.try_recv() {
+            sink.feed(frame).await?;
+        }
+        sink.flush().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    debug!("link writer stopped");
+}
+
+async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<LinkIo, Bytes>,
+    rx: &mut mpsc::Receiver<Bytes>,
+    first: Bytes,
+) -> std::io::Result<()> {
+    sink.feed(first).await?;
+    for _ in 1..BATCH {
+        match rx.try_recv() {
+            Ok(frame) => sink.feed(frame).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
+
+/// The unsequenced heartbeat frame of this node.
+pub fn heartbeat(mesh: &MeshShared) -> Bytes {
+    mesh.core.unsequenced(Body::Heartbeat).encode()
+}

@@ -1,0 +1,395 @@
+//! The Mesh engine: nodes link to each other directly over TCP.
+//!
+//! Every node listens for links and dials every peer it knows of, forever,
+//! with capped exponential backoff and jitter. One link is kept per pair of
+//! nodes: when both ends dialled at once, both keep the link dialled by the
+//! smaller node id, so they agree without talking about it. A node gossips
+//! the peers it is linked to, so one reachable seed is enough to join.
+
+pub mod handshake;
+pub mod link;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::config::ClusterConfig;
+use super::core::{Core, TargetOwned};
+use super::envelope::Body;
+use super::transport::{PeerStatus, Target, Transport};
+use handshake::HandshakeError;
+use link::LinkHandle;
+
+/// First retry delay after a failed dial.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between dials: a restarted peer is found within this.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Room for the envelope around the largest message.
+const ENVELOPE_OVERHEAD: usize = 64 * 1024;
+
+/// What this node knows about one address it dials.
+#[derive(Default)]
+struct Dialer {
+    node_id: Option<Arc<str>>,
+    attempted: bool,
+    configured: bool,
+    state: &'static str,
+}
+
+/// State shared by the listener, the dialers and the links.
+pub struct MeshShared {
+    core: Arc<Core>,
+    config: ClusterConfig,
+    advertise: String,
+    links: RwLock<HashMap<Arc<str>, LinkHandle>>,
+    dialers: Mutex<HashMap<String, Dialer>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    next_link: AtomicU64,
+}
+
+/// A running Mesh engine.
+pub struct Mesh {
+    shared: Arc<MeshShared>,
+    local_addr: SocketAddr,
+}
+
+impl Mesh {
+    /// Binds the link listener and starts dialling the configured peers.
+    ///
+    /// # Errors
+    /// When the link address cannot be bound.
+    pub async fn start(core: Arc<Core>, config: ClusterConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(MeshShared {
+            core,
+            advertise: local_addr.to_string(),
+            links: RwLock::default(),
+            dialers: Mutex::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_link: AtomicU64::new(1),
+            config,
+        });
+        info!(addr = %local_addr, node = %shared.core.node_id(), "mesh listening");
+
+        shared.tasks.spawn(accept_loop(listener, shared.clone()));
+        for peer in shared.config.peers.clone() {
+            shared.ensure_dialer(&peer, true);
+        }
+        Ok(Self { shared, local_addr })
+    }
+
+    /// The bound link address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Tells every peer this node is leaving, then closes all links.
+    pub async fn stop(&self) {
+        let leave = self.shared.core.unsequenced(Body::Leave).encode();
+        for link in self.shared.links().values() {
+            let _ = link.tx.try_send(leave.clone());
+        }
+        self.shared.shutdown.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(3), self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("mesh tasks still running after stop");
+        }
+    }
+}
+
+impl MeshShared {
+    fn links(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, LinkHandle>> {
+        self.links.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dialers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Dialer>> {
+        self.dialers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn max_frame(&self) -> usize {
+        self.config.max_message_size + ENVELOPE_OVERHEAD
+    }
+
+    fn next_link_id(&self) -> u64 {
+        self.next_link.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn heartbeat_frame(&self) -> Bytes {
+        link::heartbeat(self)
+    }
+
+    /// Keeps one link per peer. When both ends dialled, the link dialled by
+    /// the smaller node id wins on both ends. Returns whether `handle` was kept.
+    fn register(&self, peer: &Arc<str>, handle: LinkHandle) -> bool {
+        let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = links.get(peer) {
+            let preferred = std::cmp::min(self.core.node_id().clone(), peer.clone());
+            if existing.dialer == preferred || handle.dialer != preferred {
+                debug!(peer = %peer, "duplicate link dropped");
+                return false;
+            }
+            existing.close.cancel();
+        }
+        links.insert(peer.clone(), handle);
+        true
+    }
+
+    /// Removes link `id` of `peer` if it is still the registered one.
+    fn unregister(&self, peer: &Arc<str>, id: u64) -> bool {
+        let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
+        if links.get(peer).is_some_and(|l| l.id == id) {
+            links.remove(peer);
+            return true;
+        }
+        false
+    }
+
+    /// Sends our view of the mesh to every linked peer.
+    fn gossip(&self) {
+        let mut peers: Vec<(Arc<str>, String)> = self
+            .links()
+            .iter()
+            .map(|(id, l)| (id.clone(), l.addr.clone()))
+            .collect();
+        peers.push((self.core.node_id().clone(), self.advertise.clone()));
+        self.core
+            .send_with(|| TargetOwned::All, || Body::Peers { peers });
+    }
+
+    /// Starts dialling `addr` unless a dialer for it exists.
+    fn ensure_dialer(self: &Arc<Self>, addr: &str, configured: bool) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let mut dialers = self.dialers();
+        if let Some(d) = dialers.get_mut(addr) {
+            d.configured |= configured;
+            return;
+        }
+        dialers.insert(
+            addr.to_owned(),
+            Dialer {
+                configured,
+                state: "connecting",
+                ..Dialer::default()
+            },
+        );
+        drop(dialers);
+        self.tasks.spawn(dial_loop(addr.to_owned(), self.clone()));
+    }
+
+    fn set_dialer(&self, addr: &str, f: impl FnOnce(&mut Dialer)) {
+        if let Some(d) = self.dialers().get_mut(addr) {
+            f(d);
+        }
+    }
+
+    /// True while a live link to the node behind `addr` exists.
+    fn linked_via(&self, addr: &str) -> bool {
+        let id = self.dialers().get(addr).and_then(|d| d.node_id.clone());
+        id.is_some_and(|id| self.links().contains_key(&id))
+    }
+}
+
+async fn accept_loop(listener: TcpListener, mesh: Arc<MeshShared>) {
+    loop {
+        let accepted = tokio::select! {
+            () = mesh.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let mesh = mesh.clone();
+                mesh.tasks
+                    .clone()
+                    .spawn(async move { inbound(stream, remote, mesh).await });
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "mesh accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn inbound(stream: TcpStream, remote: SocketAddr, mesh: Arc<MeshShared>) {
+    match link::handshake(stream, &mesh).await {
+        Ok(link) => {
+            let dialer = link.peer.clone();
+            let peer = link.peer.clone();
+            let reason = link::run(link, mesh, dialer).await;
+            debug!(peer = %peer, reason, "inbound link ended");
+        }
+        Err(e) => log_refusal(&remote.to_string(), &e),
+    }
+}
+
+async fn dial_loop(addr: String, mesh: Arc<MeshShared>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if mesh.shutdown.is_cancelled() {
+            return;
+        }
+        if mesh.linked_via(&addr) {
+            // The peer linked to us first; check again later.
+            wait(&mesh, Duration::from_millis(500)).await;
+            continue;
+        }
+
+        match dial_once(&addr, &mesh).await {
+            Ok(()) => backoff = BACKOFF_MIN,
+            Err(HandshakeError::OwnId(_)) => {
+                debug!(addr, "address is this node; not dialling it");
+                mesh.set_dialer(&addr, |d| {
+                    d.attempted = true;
+                    d.state = "self";
+                });
+                return;
+            }
+            Err(e) => {
+                mesh.set_dialer(&addr, |d| {
+                    d.state = if is_refusal(&e) {
+                        "refused"
+                    } else {
+                        "connecting"
+                    }
+                });
+                log_refusal(&addr, &e);
+            }
+        }
+        mesh.set_dialer(&addr, |d| d.attempted = true);
+
+        // Full jitter over the upper half keeps restarted nodes from dialling in lockstep.
+        let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        wait(&mesh, jittered).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn dial_once(addr: &str, mesh: &Arc<MeshShared>) -> Result<(), HandshakeError> {
+    let connect = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr));
+    let stream = match connect.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(HandshakeError::Io(e.to_string())),
+        Err(_) => return Err(HandshakeError::Io("connect timed out".into())),
+    };
+    let link = link::handshake(stream, mesh).await?;
+    let peer = link.peer.clone();
+    mesh.set_dialer(addr, |d| {
+        d.node_id = Some(peer.clone());
+        d.attempted = true;
+        d.state = "connected";
+    });
+
+    let reason = link::run(link, mesh.clone(), mesh.core.node_id().clone()).await;
+    mesh.set_dialer(addr, |d| d.state = "connecting");
+    debug!(peer = %peer, reason, "outbound link ended");
+    Ok(())
+}
+
+fn is_refusal(e: &HandshakeError) -> bool {
+    !matches!(e, HandshakeError::Io(_))
+}
+
+fn log_refusal(addr: &str, e: &HandshakeError) {
+    if is_refusal(e) {
+        warn!(peer_addr = addr, reason = %e, "mesh link refused");
+    } else {
+        debug!(peer_addr = addr, error = %e, "mesh dial failed");
+    }
+}
+
+async fn wait(mesh: &MeshShared, d: Duration) {
+    tokio::select! {
+        () = mesh.shutdown.cancelled() => {}
+        () = tokio::time::sleep(d) => {}
+    }
+}
+
+impl Transport for Mesh {
+    fn send(&self, target: Target<'_>, frame: Bytes) {
+        let links = self.shared.links();
+        let push = |peer: &Arc<str>, link: &LinkHandle| {
+            if link.tx.try_send(frame.clone()).is_err() {
+                // The peer cannot keep up (or the link is closing): drop the
+                // link rather than buffer without bound. It is re-dialled and
+                // resynchronised; what was queued on it is lost, and counted.
+                metrics::counter!("wscluster_backplane_dropped_total", "reason" => "link_queue_full").increment(1);
+                warn!(peer = %peer, "link queue full; dropping link");
+                link.close.cancel();
+            } else {
+                metrics::counter!("wscluster_backplane_sent_total", "peer" => peer.to_string())
+                    .increment(1);
+            }
+        };
+        match target {
+            Target::All => links.iter().for_each(|(p, l)| push(p, l)),
+            Target::Nodes(nodes) => {
+                for node in nodes {
+                    if let Some((p, l)) = links.get_key_value(node) {
+                        push(p, l);
+                    }
+                }
+            }
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerStatus> {
+        let links = self.shared.links();
+        let mut out: Vec<PeerStatus> = links
+            .iter()
+            .map(|(id, l)| PeerStatus {
+                id: Some(id.clone()),
+                address: l.addr.clone(),
+                state: "connected",
+            })
+            .collect();
+        for (addr, d) in self.shared.dialers().iter() {
+            let linked = d.node_id.as_ref().is_some_and(|id| links.contains_key(id));
+            if !linked && d.state != "self" {
+                out.push(PeerStatus {
+                    id: d.node_id.clone(),
+                    address: addr.clone(),
+                    state: d.state,
+                });
+            }
+        }
+        out
+    }
+
+    fn connected_peer_count(&self) -> usize {
+        self.shared.links().len()
+    }
+
+    fn ready(&self) -> bool {
+        !self.shared.shutdown.is_cancelled()
+            && self
+                .shared
+                .dialers()
+                .values()
+                .all(|d| !d.configured || d.attempted)
+    }
+
+    fn learn_peers(&self, peers: &[(Arc<str>, String)]) {
+        for (id, addr) in peers {
+            if id != self.shared.core.node_id() && !self.shared.links().contains_key(id) {
+                self.shared.ensure_dialer(addr, false);
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The cluster component: several nodes, one publish/subscribe space.
+//!
+//! A [`Cluster`] is configured, given the protocols to cluster with
+//! [`Cluster::attach`], and started. From then on every publication made on
+//! this node is relayed to the nodes that need it, and theirs arrive here.
+//! The protocols only see the [`crate::sgc::Relay`] trait; which engine
+//! carries the traffic ([`mesh`] or Redis) is this module's business.
+
+pub mod config;
+pub mod core;
+pub mod dedup;
+pub mod envelope;
+pub mod events;
+pub mod interest;
+pub mod mesh;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tracing::info;
+
+pub use config::{ClusterConfig, Engine};
+pub use events::ClusterEvent;
+
+use self::core::{Core, CoreRelay};
+use crate::server::Status;
+use crate::sgc::SgcProtocol;
+use mesh::Mesh;
+use transport::Transport;
+
+/// A protocol that can be clustered.
+#[derive(Clone)]
+pub enum Protocol {
+    /// The sgc protocol.
+    Sgc(SgcProtocol),
+}
+
+impl From<&SgcProtocol> for Protocol {
+    fn from(p: &SgcProtocol) -> Self {
+        Self::Sgc(p.clone())
+    }
+}
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The mesh link address could not be bound.
+    #[error("cannot listen for mesh links on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The engine is not available in this build.
+    #[error("engine {0} is not available")]
+    Unavailable(&'static str),
+    /// `start` was called twice.
+    #[error("cluster already started")]
+    AlreadyStarted,
+}
+
+enum Running {
+    Mesh(Arc<Mesh>),
+}
+
+/// One node's membership in a cluster.
+pub struct Cluster {
+    config: ClusterConfig,
+    core: Arc<Core>,
+    attached: Mutex<Vec<Protocol>>,
+    running: Mutex<Option<Running>>,
+}
+
+impl Cluster {
+    /// A cluster member with `config`; nothing runs until [`Cluster::start`].
+    pub fn new(mut config: ClusterConfig) -> Self {
+        if config.node_id.is_empty() {
+            config.node_id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        }
+        let core = Arc::new(Core::new(config.node_id.as_str().into()));
+        Self {
+            config,
+            core,
+            attached: Mutex::default(),
+            running: Mutex::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> Engine {
+        self.config.engine
+    }
+
+    /// Clusters `protocol`: its publications reach every node.
+    pub fn attach(&self, protocol: impl Into<Protocol>) {
+        let protocol = protocol.into();
+        match &protocol {
+            Protocol::Sgc(sgc) => {
+                self.core.set_sgc(Some(sgc.clone()));
+                sgc.set_relay(Some(Arc::new(CoreRelay(self.core.clone()))));
+            }
+        }
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(protocol);
+    }
+
+    /// Returns `protocol` to single-node behaviour.
+    pub fn detach(&self, protocol: impl Into<Protocol>) {
+        match protocol.into() {
+            Protocol::Sgc(sgc) => {
+                sgc.set_relay(None);
+                self.core.set_sgc(None);
+                self.attached
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|p| !matches!(p, Protocol::Sgc(_)));
+            }
+        }
+    }
+
+    /// Brings the backplane up.
+    ///
+    /// # Errors
+    /// When the engine cannot start (address in use, engine unavailable).
+    pub async fn start(&self) -> Result<(), ClusterError> {
+        if self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return Err(ClusterError::AlreadyStarted);
+        }
+        let running = match self.config.engine {
+            Engine::Mesh => {
+                let mesh = Mesh::start(self.core.clone(), self.config.clone())
+                    .await
+                    .map_err(|source| ClusterError::Listen {
+                        addr: self.config.listen,
+                        source,
+                    })?;
+                let mesh = Arc::new(mesh);
+                self.core.set_transport(Some(mesh.clone()));
+                Running::Mesh(mesh)
+            }
+            Engine::Redis => return Err(ClusterError::Unavailable("redis")),
+        };
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);
+        info!(node = %self.config.node_id, engine = self.config.engine.as_str(), "cluster started");
+        Ok(())
+    }
+
+    /// Tells the other nodes this node is leaving and brings the backplane
+    /// down; the WebSocket server keeps running.
+    pub async fn stop(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match running {
+            Some(Running::Mesh(mesh)) => {
+                mesh.stop().await;
+                self.core.set_transport(None);
+                info!(node = %self.config.node_id, "cluster stopped");
+            }
+            None => {}
+        }
+    }
+
+    /// The mesh link address actually bound (useful with port 0).
+    pub fn mesh_addr(&self) -> Option<SocketAddr> {
+        match &*self.running.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Running::Mesh(m)) => Some(m.local_addr()),
+            None => None,
+        }
+    }
+
+    /// True when the backplane is up and relaying.
+    pub fn ready(&self) -> bool {
+        self.transport().is_some_and(|t| t.ready())
+    }
+
+    /// Other nodes currently linked or heard from.
+    pub fn connected_peer_count(&self) -> usize {
+        self.transport().map_or(0, |t| t.connected_peer_count())
+    }
+
+    /// A stream of cluster events; every call gets its own receiver. A
+    /// receiver that falls more than 1,024 events behind loses the oldest
+    /// (`RecvError::Lagged` tells it so).
+    pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.core.subscribe_events()
+    }
+
+    fn transport(&self) -> Option<Arc<dyn Transport>> {
+        match &*self.running.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Running::Mesh(m)) => Some(m.clone() as Arc<dyn Transport>),
+            None => None,
+        }
+    }
+}
+
+impl Status for Cluster {
+    fn ready(&self) -> bool {
+        Cluster::ready(self)
+    }
+
+    fn describe(&self) -> Value {
+        let peers: Vec<Value> = self
+            .transport()
+            .map(|t| t.peers())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let interest = p.id.as_deref().map_or(0, |id| self.core.interest_count(id));
+                json!({"id": p.id, "address": p.address, "state": p.state, "interest": interest})
+            })
+            .collect();
+        json!({
+            "node_id": self.config.node_id,
+            "engine": self.config.engine.as_str(),
+            "ready": self.ready(),
+            "connected_peer_count": self.connected_peer_count(),
+            "peers": peers,
+        })
+    }
+}
