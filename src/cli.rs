@@ -84,11 +84,7 @@ pub struct ServeArgs {
     pub engine: EngineArg,
 
     /// Mesh: where this node accepts links from its peers.
-    #[arg(
-        long,
-        env = "WSCLUSTER_CLUSTER_LISTEN",
-        default_value = "127.0.0.1:5410"
-    )]
+    #[arg(long, env = "WSCLUSTER_CLUSTER_LISTEN", default_value = "127.0.0.1:5410")]
     pub cluster_listen: SocketAddr,
 
     /// Mesh: another node's link address (repeatable; one reachable seed

@@ -9,3 +9,4 @@ pub mod cluster;
 pub mod hub;
 pub mod server;
 pub mod sgc;
+pub mod sync;

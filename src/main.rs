@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use wscluster::cli::{Cli, Command, EngineArg, LogFormat, ServeArgs};
 use wscluster::cluster::{Cluster, ClusterConfig, Engine};
+use wscluster::hub::HubLimits;
 use wscluster::server::{Server, ServerConfig, Status};
 use wscluster::sgc::{Qos, SgcHooks, SgcProtocol, SgcSettings};
 
@@ -38,13 +39,19 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(args: ServeArgs, qos: Qos) -> ExitCode {
-    let mut settings = SgcSettings::default();
-    settings.qos = qos;
-    settings.max_channel_len = args.max_channel_length;
-    settings.resend_interval = Duration::from_millis(args.resend_interval_ms);
-    settings.hub.outbound_messages = args.outbound_queue;
-    settings.hub.outbound_bytes = args.outbound_queue_bytes;
-    settings.hub.kept_per_channel = args.kept_per_channel;
+    let defaults = SgcSettings::default();
+    let settings = SgcSettings {
+        qos,
+        max_channel_len: args.max_channel_length,
+        resend_interval: Duration::from_millis(args.resend_interval_ms),
+        hub: HubLimits {
+            outbound_messages: args.outbound_queue,
+            outbound_bytes: args.outbound_queue_bytes,
+            kept_per_channel: args.kept_per_channel,
+            ..defaults.hub
+        },
+        ..defaults
+    };
     let sgc = SgcProtocol::with(settings, SgcHooks::default());
 
     let cluster = Arc::new(Cluster::new(cluster_config(&args)));
@@ -120,9 +127,7 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

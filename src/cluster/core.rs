@@ -6,10 +6,11 @@
 //! goes to the peer table. Engines call it; it calls the engine only through
 //! [`Transport`].
 
-use std::collections::HashSet;
+use crate::sync;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info};
 
 use super::dedup::{Dedup, Verdict};
@@ -19,7 +20,7 @@ use super::interest::RemoteInterest;
 use super::transport::{Target, Transport};
 use crate::hub::kept::QueueLevel;
 use crate::hub::subscriptions::InterestChange;
-use crate::sgc::{Kind, Publication, Relay, SgcProtocol};
+use crate::sgc::{Barrier, Kind, Publication, Relay, SgcProtocol};
 
 /// Shared state of one node's cluster membership.
 pub struct Core {
@@ -33,6 +34,7 @@ pub struct Core {
     interest: RwLock<RemoteInterest>,
     dedup: Mutex<Dedup>,
     live: Mutex<HashSet<Arc<str>>>,
+    barriers: Mutex<Barriers>,
     events: broadcast::Sender<ClusterEvent>,
 }
 
@@ -49,6 +51,7 @@ impl Core {
             transport: RwLock::new(None),
             interest: RwLock::default(),
             live: Mutex::default(),
+            barriers: Mutex::default(),
             events,
         }
     }
@@ -74,22 +77,19 @@ impl Core {
     }
 
     pub(crate) fn set_sgc(&self, sgc: Option<SgcProtocol>) {
-        *self.sgc.write().unwrap_or_else(|e| e.into_inner()) = sgc;
+        *sync::write(&self.sgc) = sgc;
     }
 
     pub(crate) fn set_transport(&self, t: Option<Arc<dyn Transport>>) {
-        *self.transport.write().unwrap_or_else(|e| e.into_inner()) = t;
+        *sync::write(&self.transport) = t;
     }
 
     fn sgc(&self) -> Option<SgcProtocol> {
-        self.sgc.read().unwrap_or_else(|e| e.into_inner()).clone()
+        sync::read(&self.sgc).clone()
     }
 
     fn transport(&self) -> Option<Arc<dyn Transport>> {
-        self.transport
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        sync::read(&self.transport).clone()
     }
 
     /// Numbers, encodes and sends one envelope. `make` runs under the send
@@ -98,7 +98,7 @@ impl Core {
         let Some(transport) = self.transport() else {
             return;
         };
-        let mut seq = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seq = sync::lock(&self.send_lock);
         let target = target();
         if matches!(&target, TargetOwned::Nodes(n) if n.is_empty()) {
             return;
@@ -127,16 +127,10 @@ impl Core {
 
     /// A link to `peer` came up: tell it what we are interested in.
     pub fn peer_up(&self, peer: &Arc<str>) {
-        let newly = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(peer.clone());
+        let newly = sync::lock(&self.live).insert(peer.clone());
         if newly {
             info!(peer = %peer, "peer connected");
-            self.emit(ClusterEvent::PeerConnected {
-                node_id: peer.clone(),
-            });
+            self.emit(ClusterEvent::PeerConnected { node_id: peer.clone() });
         }
         let to = vec![peer.clone()];
         let sgc = self.sgc();
@@ -150,15 +144,9 @@ impl Core {
 
     /// `peer` is gone (left, timed out, link lost): forget what it wanted.
     pub fn peer_down(&self, peer: &Arc<str>, reason: &str) {
-        let was_live = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(peer);
-        self.interest
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget(peer);
+        let was_live = sync::lock(&self.live).remove(peer);
+        sync::write(&self.interest).forget(peer);
+        sync::lock(&self.barriers).peer_gone(peer);
         if was_live {
             info!(peer = %peer, reason, "peer disconnected");
             self.emit(ClusterEvent::PeerDisconnected {
@@ -170,27 +158,17 @@ impl Core {
 
     /// Whether `peer` is currently counted as live.
     pub fn is_live(&self, peer: &str) -> bool {
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(peer)
+        sync::lock(&self.live).contains(peer)
     }
 
     /// How many names `peer` has told us it is interested in.
     pub fn interest_count(&self, peer: &str) -> usize {
-        self.interest
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .count(peer)
+        sync::read(&self.interest).count(peer)
     }
 
     /// Applies one envelope received from the backplane.
     pub fn receive(&self, env: Envelope) {
-        let verdict = self.dedup.lock().unwrap_or_else(|e| e.into_inner()).check(
-            &env.origin,
-            env.incarnation,
-            env.seq,
-        );
+        let verdict = sync::lock(&self.dedup).check(&env.origin, env.incarnation, env.seq);
         match verdict {
             Verdict::Own => return,
             Verdict::Duplicate => {
@@ -213,33 +191,29 @@ impl Core {
                 "publication"
             }
             Body::InterestSnapshot { names } => {
-                self.interest
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .replace(&env.origin, &names);
+                sync::write(&self.interest).replace(&env.origin, &names);
                 "interest"
             }
-            Body::InterestAdded { name } => {
-                self.interest
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .add(&env.origin, &name);
+            Body::InterestAdded { name, ack } => {
+                sync::write(&self.interest).add(&env.origin, &name);
+                if ack != 0 {
+                    let to = vec![env.origin.clone()];
+                    self.send_with(|| TargetOwned::Nodes(to), || Body::InterestAck { token: ack });
+                }
+                "interest"
+            }
+            Body::InterestAck { token } => {
+                sync::lock(&self.barriers).acked(token, &env.origin);
                 "interest"
             }
             Body::InterestRemoved { name } => {
-                self.interest
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&env.origin, &name);
+                sync::write(&self.interest).remove(&env.origin, &name);
                 "interest"
             }
             Body::Heartbeat => return,
             Body::Leave => {
                 self.peer_down(&env.origin, "left");
-                self.dedup
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .forget(&env.origin);
+                sync::lock(&self.dedup).forget(&env.origin);
                 "leave"
             }
             Body::Peers { peers } => {
@@ -250,10 +224,7 @@ impl Core {
             }
         };
         if self.events.receiver_count() > 0 {
-            self.emit(ClusterEvent::Message {
-                origin: env.origin,
-                kind,
-            });
+            self.emit(ClusterEvent::Message { origin: env.origin, kind });
         }
     }
 
@@ -264,12 +235,7 @@ impl Core {
         match (&p.channel, p.kind, p.queue) {
             (None, _, _) => TargetOwned::All,
             (Some(_), Kind::Event, QueueLevel::Last | QueueLevel::All) => TargetOwned::All,
-            (Some(ch), _, _) => TargetOwned::Nodes(
-                self.interest
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .nodes_for(ch),
-            ),
+            (Some(ch), _, _) => TargetOwned::Nodes(sync::read(&self.interest).nodes_for(ch)),
         }
     }
 }
@@ -297,15 +263,10 @@ pub struct CoreRelay(pub Arc<Core>);
 impl Relay for CoreRelay {
     fn publish(&self, p: &Publication) {
         let core = &self.0;
-        core.send_with(
-            || core.route(p),
-            || Body::Publication {
-                publication: p.clone(),
-            },
-        );
+        core.send_with(|| core.route(p), || Body::Publication { publication: p.clone() });
     }
 
-    fn interest_changed(&self, change: &InterestChange) {
+    fn interest_changed(&self, change: &InterestChange) -> Option<Barrier> {
         let name = match change {
             InterestChange::Added(n) | InterestChange::Removed(n) => n.clone(),
         };
@@ -313,16 +274,67 @@ impl Relay for CoreRelay {
         // delta: two racing changes then still leave peers with the right state.
         let core = &self.0;
         let sgc = core.sgc();
+        let mut barrier = None;
         core.send_with(
             || TargetOwned::All,
             || {
-                let present = sgc.is_some_and(|s| s.hub().interest().contains(&name));
-                if present {
-                    Body::InterestAdded { name }
-                } else {
-                    Body::InterestRemoved { name }
+                if !sgc.is_some_and(|s| s.hub().has_name(&name)) {
+                    return Body::InterestRemoved { name };
                 }
+                // Every peer live now must confirm before the subscriber's
+                // reply is written; peers that die are released by peer_down.
+                let live = sync::lock(&core.live).clone();
+                let (ack, rx) = sync::lock(&core.barriers).open(live);
+                barrier = rx;
+                Body::InterestAdded { name, ack }
             },
         );
+        barrier
+    }
+}
+
+/// Interest changes waiting for every live peer's acknowledgement.
+#[derive(Default)]
+struct Barriers {
+    next: u64,
+    waiting: HashMap<u64, (HashSet<Arc<str>>, oneshot::Sender<()>)>,
+}
+
+impl Barriers {
+    /// Opens a barrier over `peers`; none is needed when there are none.
+    fn open(&mut self, peers: HashSet<Arc<str>>) -> (u64, Option<Barrier>) {
+        if peers.is_empty() {
+            return (0, None);
+        }
+        self.next += 1;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.insert(self.next, (peers, tx));
+        (self.next, Some(rx))
+    }
+
+    fn acked(&mut self, token: u64, peer: &Arc<str>) {
+        if let Some((peers, _)) = self.waiting.get_mut(&token) {
+            peers.remove(peer);
+            if peers.is_empty() {
+                self.release(token);
+            }
+        }
+    }
+
+    fn peer_gone(&mut self, peer: &Arc<str>) {
+        let done: Vec<u64> = self
+            .waiting
+            .iter_mut()
+            .filter_map(|(t, (peers, _))| (peers.remove(peer) && peers.is_empty()).then_some(*t))
+            .collect();
+        for token in done {
+            self.release(token);
+        }
+    }
+
+    fn release(&mut self, token: u64) {
+        if let Some((_, tx)) = self.waiting.remove(&token) {
+            let _ = tx.send(());
+        }
     }
 }

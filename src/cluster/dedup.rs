@@ -28,10 +28,7 @@ pub struct Dedup {
 impl Dedup {
     /// A tracker for node `me`.
     pub fn new(me: Arc<str>) -> Self {
-        Self {
-            me,
-            seen: HashMap::new(),
-        }
+        Self { me, seen: HashMap::new() }
     }
 
     /// Judges an envelope from `origin`/`incarnation` numbered `seq`.
@@ -73,11 +70,7 @@ mod tests {
         let b: Arc<str> = "b".into();
         assert_eq!(d.check(&"a".into(), 1, 1), Verdict::Own);
         assert_eq!(d.check(&b, 1, 1), Verdict::Fresh);
-        assert_eq!(
-            d.check(&b, 1, 5),
-            Verdict::Fresh,
-            "gaps are normal with routing"
-        );
+        assert_eq!(d.check(&b, 1, 5), Verdict::Fresh, "gaps are normal with routing");
         assert_eq!(d.check(&b, 1, 5), Verdict::Duplicate);
         assert_eq!(d.check(&b, 1, 3), Verdict::Duplicate);
     }

@@ -47,6 +47,14 @@ pub enum Body {
     InterestAdded {
         /// Channel or pattern.
         name: Arc<str>,
+        /// When not 0, the receiver answers `InterestAck` with this token.
+        #[serde(default)]
+        ack: u64,
+    },
+    /// The receiver applied the `InterestAdded` carrying `token`.
+    InterestAck {
+        /// The token of the acknowledged change.
+        token: u64,
     },
     /// The origin lost its last local subscriber of `name`.
     InterestRemoved {

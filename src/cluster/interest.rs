@@ -59,9 +59,7 @@ impl RemoteInterest {
 
     /// How many names `node` is interested in.
     pub fn count(&self, node: &str) -> usize {
-        self.nodes
-            .get(node)
-            .map_or(0, |n| n.exact.len() + n.patterns.len())
+        self.nodes.get(node).map_or(0, |n| n.exact.len() + n.patterns.len())
     }
 
     fn insert(entry: &mut NodeInterest, name: &Arc<str>) {

@@ -15,6 +15,7 @@ pub mod interest;
 pub mod mesh;
 pub mod transport;
 
+use crate::sync;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -82,12 +83,7 @@ impl Cluster {
             config.node_id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         }
         let core = Arc::new(Core::new(config.node_id.as_str().into()));
-        Self {
-            config,
-            core,
-            attached: Mutex::default(),
-            running: Mutex::default(),
-        }
+        Self { config, core, attached: Mutex::default(), running: Mutex::default() }
     }
 
     /// This node's id.
@@ -109,10 +105,7 @@ impl Cluster {
                 sgc.set_relay(Some(Arc::new(CoreRelay(self.core.clone()))));
             }
         }
-        self.attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(protocol);
+        sync::lock(&self.attached).push(protocol);
     }
 
     /// Returns `protocol` to single-node behaviour.
@@ -121,10 +114,7 @@ impl Cluster {
             Protocol::Sgc(sgc) => {
                 sgc.set_relay(None);
                 self.core.set_sgc(None);
-                self.attached
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|p| !matches!(p, Protocol::Sgc(_)));
+                sync::lock(&self.attached).retain(|p| !matches!(p, Protocol::Sgc(_)));
             }
         }
     }
@@ -134,29 +124,21 @@ impl Cluster {
     /// # Errors
     /// When the engine cannot start (address in use, engine unavailable).
     pub async fn start(&self) -> Result<(), ClusterError> {
-        if self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-        {
+        if sync::lock(&self.running).is_some() {
             return Err(ClusterError::AlreadyStarted);
         }
         let running = match self.config.engine {
             Engine::Mesh => {
                 let mesh = Mesh::start(self.core.clone(), self.config.clone())
                     .await
-                    .map_err(|source| ClusterError::Listen {
-                        addr: self.config.listen,
-                        source,
-                    })?;
+                    .map_err(|source| ClusterError::Listen { addr: self.config.listen, source })?;
                 let mesh = Arc::new(mesh);
                 self.core.set_transport(Some(mesh.clone()));
                 Running::Mesh(mesh)
             }
             Engine::Redis => return Err(ClusterError::Unavailable("redis")),
         };
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);
+        *sync::lock(&self.running) = Some(running);
         info!(node = %self.config.node_id, engine = self.config.engine.as_str(), "cluster started");
         Ok(())
     }
@@ -164,11 +146,7 @@ impl Cluster {
     /// Tells the other nodes this node is leaving and brings the backplane
     /// down; the WebSocket server keeps running.
     pub async fn stop(&self) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let running = sync::lock(&self.running).take();
         match running {
             Some(Running::Mesh(mesh)) => {
                 mesh.stop().await;
@@ -181,10 +159,7 @@ impl Cluster {
 
     /// The mesh link address actually bound (useful with port 0).
     pub fn mesh_addr(&self) -> Option<SocketAddr> {
-        match &*self.running.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(Running::Mesh(m)) => Some(m.local_addr()),
-            None => None,
-        }
+        (*sync::lock(&self.running)).as_ref().map(|Running::Mesh(m)| m.local_addr())
     }
 
     /// True when the backplane is up and relaying.
@@ -205,7 +180,7 @@ impl Cluster {
     }
 
     fn transport(&self) -> Option<Arc<dyn Transport>> {
-        match &*self.running.lock().unwrap_or_else(|e| e.into_inner()) {
+        match &*sync::lock(&self.running) {
             Some(Running::Mesh(m)) => Some(m.clone() as Arc<dyn Transport>),
             None => None,
         }

@@ -68,11 +68,7 @@ impl KeptQueues {
     /// `per_channel` bounds queueLevel2 queues; `max_channels` bounds how
     /// many channels may hold kept events at once.
     pub fn new(per_channel: usize, max_channels: usize) -> Self {
-        Self {
-            per_channel: per_channel.max(1),
-            max_channels,
-            queues: HashMap::new(),
-        }
+        Self { per_channel: per_channel.max(1), max_channels, queues: HashMap::new() }
     }
 
     /// Offers an event published at `level` on `channel`.
@@ -98,10 +94,7 @@ impl KeptQueues {
 
     /// The kept events of `channel`, oldest first.
     pub fn replay(&self, channel: &str) -> Vec<Outgoing> {
-        self.queues
-            .get(channel)
-            .map(|q| q.iter().cloned().collect())
-            .unwrap_or_default()
+        self.queues.get(channel).map(|q| q.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// The kept events of every channel a pattern matches, channel by
@@ -148,14 +141,8 @@ mod tests {
         let ch: Arc<str> = "a".into();
         k.keep(&ch, QueueLevel::All, ev("1"));
         k.keep(&ch, QueueLevel::All, ev("2"));
-        assert_eq!(
-            k.keep(&ch, QueueLevel::All, ev("3")),
-            KeepOutcome::KeptDroppedOldest
-        );
-        assert_eq!(
-            texts(k.replay("a")),
-            vec![Bytes::from_static(b"2"), Bytes::from_static(b"3")]
-        );
+        assert_eq!(k.keep(&ch, QueueLevel::All, ev("3")), KeepOutcome::KeptDroppedOldest);
+        assert_eq!(texts(k.replay("a")), vec![Bytes::from_static(b"2"), Bytes::from_static(b"3")]);
     }
 
     #[test]
@@ -164,10 +151,7 @@ mod tests {
         let a: Arc<str> = "a".into();
         let b: Arc<str> = "b".into();
         k.keep(&a, QueueLevel::All, ev("1"));
-        assert_eq!(
-            k.keep(&b, QueueLevel::All, ev("x")),
-            KeepOutcome::RefusedChannelCap
-        );
+        assert_eq!(k.keep(&b, QueueLevel::All, ev("x")), KeepOutcome::RefusedChannelCap);
         assert_eq!(k.keep(&a, QueueLevel::All, ev("2")), KeepOutcome::Kept);
     }
 }

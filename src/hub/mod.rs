@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod pattern;
 pub mod subscriptions;
 
+use crate::sync;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,10 +53,7 @@ impl Hub {
         Self {
             limits,
             state: RwLock::default(),
-            kept: Mutex::new(KeptQueues::new(
-                limits.kept_per_channel,
-                limits.kept_max_channels,
-            )),
+            kept: Mutex::new(KeptQueues::new(limits.kept_per_channel, limits.kept_max_channels)),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -89,7 +87,7 @@ impl Hub {
         };
 
         tx.push(reply);
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = sync::lock(&self.kept);
         let replay = match pattern::Pattern::compile(name) {
             None => kept.replay(name),
             Some(p) => kept.replay_matching(|c| p.matches(c)),
@@ -135,32 +133,27 @@ impl Hub {
     /// Delivers `event` to every connection of this hub.
     pub fn fan_out_all(&self, event: &Outgoing) -> usize {
         let state = self.read();
-        state
-            .conns
-            .values()
-            .filter(|tx| tx.push(event.clone()))
-            .count()
+        state.conns.values().filter(|tx| tx.push(event.clone())).count()
     }
 
     /// Queues `event` for one connection (a direct reply).
     pub fn send_to(&self, conn: ConnId, event: Outgoing) -> bool {
-        self.read()
-            .conns
-            .get(&conn)
-            .is_some_and(|tx| tx.push(event))
+        self.read().conns.get(&conn).is_some_and(|tx| tx.push(event))
     }
 
     /// Drops the kept events of `channel`.
     pub fn clear_kept(&self, channel: &str) {
-        self.kept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear(channel);
+        sync::lock(&self.kept).clear(channel);
     }
 
     /// Channels and patterns with local subscribers (for cluster interest).
     pub fn interest(&self) -> Vec<Arc<str>> {
         self.read().subs.interest()
+    }
+
+    /// True when `name` (exact or pattern) has a local subscriber.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.read().subs.has_name(name)
     }
 
     /// True when a local subscription matches `channel`.
@@ -186,11 +179,7 @@ impl Hub {
     }
 
     fn keep(&self, channel: &Arc<str>, level: QueueLevel, event: Outgoing) {
-        let outcome = self
-            .kept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keep(channel, level, event);
+        let outcome = sync::lock(&self.kept).keep(channel, level, event);
         match outcome {
             KeepOutcome::KeptDroppedOldest => {
                 metrics::counter!("wscluster_kept_dropped_total", "reason" => "per_channel_cap")
@@ -205,10 +194,10 @@ impl Hub {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        sync::read(&self.state)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        sync::write(&self.state)
     }
 }

@@ -28,10 +28,7 @@ pub struct Outgoing {
 impl Outgoing {
     /// A message that needs no acknowledgement.
     pub fn new(bytes: Bytes) -> Self {
-        Self {
-            bytes,
-            ack_id: None,
-        }
+        Self { bytes, ack_id: None }
     }
 }
 
@@ -73,10 +70,7 @@ pub fn outbox(max_messages: usize, max_bytes: usize) -> (Outbox, OutboxReceiver)
         close: CancellationToken::new(),
         reason: OnceLock::new(),
     });
-    let receiver = OutboxReceiver {
-        rx,
-        shared: shared.clone(),
-    };
+    let receiver = OutboxReceiver { rx, shared: shared.clone() };
     (Outbox { tx, shared }, receiver)
 }
 
@@ -143,9 +137,7 @@ impl OutboxReceiver {
     }
 
     fn took(&self, item: &Outgoing) {
-        self.shared
-            .queued_bytes
-            .fetch_sub(item.bytes.len(), Ordering::Relaxed);
+        self.shared.queued_bytes.fetch_sub(item.bytes.len(), Ordering::Relaxed);
     }
 }
 

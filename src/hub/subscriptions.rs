@@ -74,20 +74,14 @@ impl Subscriptions {
     /// Removes every subscription of `conn` (unsubscribe_all, or close).
     pub fn unsubscribe_all(&mut self, conn: ConnId) -> Vec<InterestChange> {
         let names = self.by_conn.remove(&conn).unwrap_or_default();
-        names
-            .iter()
-            .filter_map(|name| self.remove_from_index(conn, name))
-            .collect()
+        names.iter().filter_map(|name| self.remove_from_index(conn, name)).collect()
     }
 
     /// The connections that receive a publication on `channel`, each once,
     /// however many of its subscriptions match.
     pub fn recipients(&self, channel: &str) -> Vec<ConnId> {
-        let mut out: Vec<ConnId> = self
-            .exact
-            .get(channel)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let mut out: Vec<ConnId> =
+            self.exact.get(channel).map(|s| s.iter().copied().collect()).unwrap_or_default();
         let exact_len = out.len();
 
         for entry in self.patterns.values() {
@@ -113,21 +107,19 @@ impl Subscriptions {
                 .any(|e| e.pattern.as_ref().is_some_and(|p| p.matches(channel)))
     }
 
+    /// True when `name` (exact or pattern) has a local subscriber.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.exact.contains_key(name) || self.patterns.contains_key(name)
+    }
+
     /// Every channel and pattern with at least one local subscriber.
     pub fn interest(&self) -> Vec<Arc<str>> {
-        self.exact
-            .keys()
-            .chain(self.patterns.keys())
-            .cloned()
-            .collect()
+        self.exact.keys().chain(self.patterns.keys()).cloned().collect()
     }
 
     /// Exact channels with their local subscriber counts.
     pub fn channel_counts(&self) -> Vec<(Arc<str>, usize)> {
-        self.exact
-            .iter()
-            .map(|(k, v)| (k.clone(), v.len()))
-            .collect()
+        self.exact.iter().map(|(k, v)| (k.clone(), v.len())).collect()
     }
 
     /// How many subscriptions `conn` holds.
@@ -154,11 +146,12 @@ impl Subscriptions {
             }
             return None;
         }
-        if let Some(entry) = self.patterns.get_mut(name) {
-            if entry.subscribers.remove(&conn) && entry.subscribers.is_empty() {
-                let (key, _) = self.patterns.remove_entry(name)?;
-                return Some(InterestChange::Removed(key));
-            }
+        if let Some(entry) = self.patterns.get_mut(name)
+            && entry.subscribers.remove(&conn)
+            && entry.subscribers.is_empty()
+        {
+            let (key, _) = self.patterns.remove_entry(name)?;
+            return Some(InterestChange::Removed(key));
         }
         None
     }
@@ -194,10 +187,7 @@ mod tests {
         assert_eq!(s.subscribe(2, "a"), None);
         assert_eq!(s.subscribe(2, "a"), None);
         assert_eq!(s.unsubscribe(1, "a"), None);
-        assert_eq!(
-            s.unsubscribe(2, "a"),
-            Some(InterestChange::Removed("a".into()))
-        );
+        assert_eq!(s.unsubscribe(2, "a"), Some(InterestChange::Removed("a".into())));
         assert!(s.interest().is_empty());
     }
 

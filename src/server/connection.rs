@@ -24,6 +24,9 @@ use crate::sgc::{Qos, SgcProtocol, new_id};
 /// Most messages written before one flush; bounds the time between reads.
 const BATCH: usize = 64;
 
+/// Longest wait for the cluster to apply a new subscription's interest.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -37,10 +40,7 @@ pub async fn serve_sgc<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (conn, _tx, mut rx) = proto.hub().register();
-    let client = Client {
-        session_id: new_id(),
-        remote,
-    };
+    let client = Client { session_id: new_id(), remote };
     let mut session = Session::new(conn, client, proto.settings().session);
     let span = tracing::debug_span!("conn", session = %session.client.session_id);
     debug!(parent: &span, ?remote, "client connected");
@@ -50,13 +50,12 @@ pub async fn serve_sgc<S>(
         hook(&session.client);
     }
 
-    let close = run(&mut ws, &proto, &mut session, &mut rx, &shutdown)
-        .instrument(span.clone())
-        .await;
+    let close =
+        run(&mut ws, &proto, &mut session, &mut rx, &shutdown).instrument(span.clone()).await;
     finish(&mut ws, close).instrument(span).await;
 
     let changes = proto.hub().unregister(conn);
-    proto.interest_changed(&changes);
+    let _ = proto.interest_changed(&changes);
     if let Some(hook) = &proto.hooks().disconnect {
         hook(&session.client);
     }
@@ -106,7 +105,14 @@ where
             }
             frame = ws.next() => match frame {
                 None => return Ending::Gone,
-                Some(Ok(msg)) => on_frame(proto, session, &msg),
+                Some(Ok(msg)) => {
+                    on_frame(proto, session, &msg);
+                    if let Some(barrier) = session.barrier.take() {
+                        // Bounded: a peer that never answers is dropped by
+                        // the failure timeout, which releases the barrier.
+                        let _ = tokio::time::timeout(BARRIER_TIMEOUT, barrier).await;
+                    }
+                }
                 Some(Err(e)) => return ending_for_error(&e),
             },
             _ = resend.tick(), if qos_on && session.has_pending_acks() => {

@@ -49,10 +49,7 @@ async fn websocket(
     mut req: Request,
 ) -> Response {
     if !upgrade::is_upgrade(req.method(), req.headers()) {
-        return (
-            StatusCode::NOT_FOUND,
-            "not found; connect with a websocket client\n",
-        )
+        return (StatusCode::NOT_FOUND, "not found; connect with a websocket client\n")
             .into_response();
     }
     let (speaks, accept) = match upgrade::negotiate(req.headers()) {
@@ -80,9 +77,7 @@ async fn websocket(
             return;
         };
         let limits = Limits::default().max_payload_len(Some(task_state.max_message_size));
-        let ws = ServerBuilder::new()
-            .limits(limits)
-            .serve(TokioIo::new(upgraded));
+        let ws = ServerBuilder::new().limits(limits).serve(TokioIo::new(upgraded));
         match (task_state.echo, speaks) {
             (true, _) => connection::serve_echo(ws).await,
             (false, Speaks::Sgc { .. }) => {

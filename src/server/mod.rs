@@ -92,11 +92,7 @@ pub struct Server {
 impl Server {
     /// A server speaking `sgc` with the given configuration.
     pub fn new(config: ServerConfig, sgc: SgcProtocol) -> Self {
-        Self {
-            config,
-            sgc,
-            status: Arc::new(Standalone),
-        }
+        Self { config, sgc, status: Arc::new(Standalone) }
     }
 
     /// Reports readiness and cluster state from `status` (the cluster).
@@ -130,9 +126,8 @@ impl Server {
         });
         let stop = shutdown.clone();
         let join = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            if let Err(e) =
+                axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
             {
                 warn!(error = %e, "http server stopped with an error");
             }
@@ -179,14 +174,8 @@ impl ServerHandle {
         self.sgc.hub().close_all(CloseReason::GoingAway);
         self.tasks.close();
 
-        if tokio::time::timeout(self.drain, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                remaining = self.tasks.len(),
-                "drain timeout; dropping remaining connections"
-            );
+        if tokio::time::timeout(self.drain, self.tasks.wait()).await.is_err() {
+            warn!(remaining = self.tasks.len(), "drain timeout; dropping remaining connections");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.join).await;
     }

@@ -51,19 +51,14 @@ pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
 pub fn negotiate(headers: &HeaderMap) -> Result<(Speaks, String), Refused> {
     let refuse = |status, reason: String| Err(Refused { status, reason });
 
-    let version = headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .and_then(|v| v.to_str().ok());
+    let version = headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok());
     if version.map(str::trim) != Some("13") {
         return refuse(
             StatusCode::UPGRADE_REQUIRED,
             "unsupported websocket version; use 13".into(),
         );
     }
-    let Some(key) = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) else {
         return refuse(StatusCode::BAD_REQUEST, "missing sec-websocket-key".into());
     };
 
@@ -115,29 +110,17 @@ mod tests {
 
     fn headers(protocols: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        h.insert(
-            header::SEC_WEBSOCKET_KEY,
-            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
-        );
+        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        h.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
         if let Some(p) = protocols {
-            h.insert(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_str(p).unwrap(),
-            );
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(p).unwrap());
         }
         h
     }
 
     #[test]
     fn accept_key_matches_the_rfc_example() {
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

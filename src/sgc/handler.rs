@@ -25,11 +25,7 @@ struct Refusal {
 
 impl Refusal {
     fn params(message: impl Into<String>) -> Self {
-        Self {
-            code: code::INVALID_PARAMS,
-            message: message.into(),
-            data: None,
-        }
+        Self { code: code::INVALID_PARAMS, message: message.into(), data: None }
     }
 }
 
@@ -62,10 +58,10 @@ impl SgcProtocol {
 
     /// Handles one parsed request: acknowledge, then act.
     pub fn handle(&self, s: &mut Session, req: Request) {
-        if let Some(id) = &req.id {
-            if req.method != "sgc@acknowledgment" {
-                self.send(s, wire::ack(id));
-            }
+        if let Some(id) = &req.id
+            && req.method != "sgc@acknowledgment"
+        {
+            self.send(s, wire::ack(id));
         }
         if let Err(r) = self.dispatch(s, &req) {
             self.send(s, wire::error(r.code, &r.message, r.data, req.id.as_ref()));
@@ -78,7 +74,7 @@ impl SgcProtocol {
             "sgc@unsubscribe" => self.unsubscribe(s, req),
             "sgc@unsubscribe_all" => {
                 let changes = self.hub().unsubscribe_all(s.conn);
-                self.interest_changed(&changes);
+                let _ = self.interest_changed(&changes);
                 self.send(s, wire::reply("sgc@unsubscribe_all", Some(""), req));
                 Ok(())
             }
@@ -137,26 +133,26 @@ impl SgcProtocol {
                 data: Some(json!({ "channel": channel })),
             });
         }
-        if let Some(hook) = &self.hooks().before_subscribe {
-            if !hook(&s.client, channel) {
-                return Err(Refusal {
-                    code: code::APPLICATION_ERROR,
-                    message: format!("subscription to channel {channel:?} refused"),
-                    data: Some(json!({ "channel": channel })),
-                });
-            }
+        if let Some(hook) = &self.hooks().before_subscribe
+            && !hook(&s.client, channel)
+        {
+            return Err(Refusal {
+                code: code::APPLICATION_ERROR,
+                message: format!("subscription to channel {channel:?} refused"),
+                data: Some(json!({ "channel": channel })),
+            });
         }
 
         let reply = Outgoing::new(wire::reply("sgc@subscribe", Some(channel), req));
         let change = self.hub().subscribe(s.conn, channel, reply);
-        self.interest_changed(change.as_slice());
+        s.barrier = self.interest_changed(change.as_slice());
         Ok(())
     }
 
     fn unsubscribe(&self, s: &mut Session, req: &Request) -> Outcome {
         let channel = self.channel_param(req, true)?;
         let change = self.hub().unsubscribe(s.conn, channel);
-        self.interest_changed(change.as_slice());
+        let _ = self.interest_changed(change.as_slice());
         self.send(s, wire::reply("sgc@unsubscribe", Some(channel), req));
         Ok(())
     }
@@ -242,11 +238,7 @@ impl SgcProtocol {
             }
         }
 
-        let kind = if req.method == "sgc@publish" {
-            Kind::Event
-        } else {
-            Kind::Broadcast
-        };
+        let kind = if req.method == "sgc@publish" { Kind::Event } else { Kind::Broadcast };
         self.originate(Publication {
             id: new_id(),
             kind,
@@ -275,20 +267,14 @@ impl SgcProtocol {
                 self.send(s, wire::rpc_result(&value, req));
                 Ok(())
             }
-            Err(e) => Err(Refusal {
-                code: e.code,
-                message: e.message,
-                data: e.data,
-            }),
+            Err(e) => Err(Refusal { code: e.code, message: e.message, data: e.data }),
         }
     }
 
     /// Validates the `channel` parameter; patterns only where allowed.
     fn channel_param<'r>(&self, req: &'r Request, allow_pattern: bool) -> Result<&'r str, Refusal> {
         let Some(channel) = req.param_str("channel") else {
-            return Err(Refusal::params(
-                "invalid params: channel missing or not a string",
-            ));
+            return Err(Refusal::params("invalid params: channel missing or not a string"));
         };
         if channel.is_empty() {
             return Err(Refusal::params("invalid params: channel is empty"));
@@ -301,14 +287,10 @@ impl SgcProtocol {
             )));
         }
         if channel.chars().any(|c| c <= '\u{1f}') {
-            return Err(Refusal::params(
-                "invalid params: channel contains control characters",
-            ));
+            return Err(Refusal::params("invalid params: channel contains control characters"));
         }
         if !allow_pattern && channel.contains('*') {
-            return Err(Refusal::params(
-                "invalid params: cannot publish to a pattern",
-            ));
+            return Err(Refusal::params("invalid params: cannot publish to a pattern"));
         }
         Ok(channel)
     }

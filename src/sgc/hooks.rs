@@ -44,11 +44,7 @@ pub struct RpcError {
 impl RpcError {
     /// An application error (-32000).
     pub fn application(message: impl Into<String>) -> Self {
-        Self {
-            code: super::wire::code::APPLICATION_ERROR,
-            message: message.into(),
-            data: None,
-        }
+        Self { code: super::wire::code::APPLICATION_ERROR, message: message.into(), data: None }
     }
 
     /// The method is unknown or not allowed (-32601).

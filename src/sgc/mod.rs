@@ -16,6 +16,7 @@ pub mod session;
 pub mod settings;
 pub mod wire;
 
+use crate::sync;
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
@@ -25,7 +26,7 @@ use crate::hub::kept::QueueLevel;
 use crate::hub::outbox::Outgoing;
 use crate::hub::subscriptions::InterestChange;
 pub use hooks::{Client, PublishDecision, RpcError, SgcHooks};
-pub use publication::{Kind, Publication, Relay};
+pub use publication::{Barrier, Kind, Publication, Relay};
 pub use settings::{Qos, SgcSettings};
 
 /// The sub-protocol token of the sgc protocol.
@@ -53,15 +54,8 @@ impl SgcProtocol {
     /// A protocol with the given settings and hooks.
     pub fn with(settings: SgcSettings, hooks: SgcHooks) -> Self {
         let hub = Hub::new(settings.hub);
-        let inner = Inner {
-            settings,
-            hooks,
-            hub,
-            relay: RwLock::new(None),
-        };
-        Self {
-            inner: Arc::new(inner),
-        }
+        let inner = Inner { settings, hooks, hub, relay: RwLock::new(None) };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The protocol's settings.
@@ -126,7 +120,7 @@ impl SgcProtocol {
 
     /// Connects this protocol to a cluster relay (see [`crate::cluster`]).
     pub fn set_relay(&self, relay: Option<Arc<dyn Relay>>) {
-        *self.inner.relay.write().unwrap_or_else(|e| e.into_inner()) = relay;
+        *sync::write(&self.inner.relay) = relay;
     }
 
     /// Delivers locally, then relays to the cluster when one is attached.
@@ -137,24 +131,22 @@ impl SgcProtocol {
         }
     }
 
-    /// Tells the cluster that local interest changed.
-    pub(crate) fn interest_changed(&self, changes: &[InterestChange]) {
+    /// Tells the cluster that local interest changed; returns the barrier
+    /// of the last change that has one.
+    pub(crate) fn interest_changed(&self, changes: &[InterestChange]) -> Option<Barrier> {
         if changes.is_empty() {
-            return;
+            return None;
         }
-        if let Some(relay) = self.relay() {
-            for change in changes {
-                relay.interest_changed(change);
-            }
+        let relay = self.relay()?;
+        let mut barrier = None;
+        for change in changes {
+            barrier = relay.interest_changed(change).or(barrier);
         }
+        barrier
     }
 
     fn relay(&self) -> Option<Arc<dyn Relay>> {
-        self.inner
-            .relay
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        sync::read(&self.inner.relay).clone()
     }
 }
 

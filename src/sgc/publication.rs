@@ -43,9 +43,14 @@ pub struct Publication {
 pub trait Relay: Send + Sync {
     /// Sends a locally made publication to the nodes that need it.
     fn publish(&self, publication: &Publication);
-    /// This node's local interest in a channel or pattern changed.
-    fn interest_changed(&self, change: &InterestChange);
+    /// This node's local interest in a channel or pattern changed. For a
+    /// new interest the relay may return a barrier that resolves once every
+    /// linked node routes the name here; the subscriber's reply waits for it.
+    fn interest_changed(&self, change: &InterestChange) -> Option<Barrier>;
 }
+
+/// Resolves when the cluster has applied an interest change.
+pub type Barrier = tokio::sync::oneshot::Receiver<()>;
 
 mod queue_level {
     use super::QueueLevel;

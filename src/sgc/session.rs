@@ -52,6 +52,10 @@ pub struct Session {
     pub conn: ConnId,
     /// Who the hooks are told about.
     pub client: Client,
+    /// Set by a subscribe that created new cluster interest: the connection
+    /// writes nothing more until the cluster has applied it, so a client
+    /// holding its subscribe reply can rely on publications from any node.
+    pub barrier: Option<super::Barrier>,
     limits: SessionLimits,
     transactions: HashMap<String, Vec<Request>>,
     qos2_pending: HashMap<String, Request>,
@@ -66,6 +70,7 @@ impl Session {
         Self {
             conn,
             client,
+            barrier: None,
             limits,
             transactions: HashMap::new(),
             qos2_pending: HashMap::new(),
@@ -112,10 +117,10 @@ impl Session {
         let req = self.qos2_pending.remove(id)?;
         self.qos2_released.insert(id.to_owned());
         self.qos2_released_order.push_back(id.to_owned());
-        if self.qos2_released_order.len() > self.limits.qos2_remembered {
-            if let Some(old) = self.qos2_released_order.pop_front() {
-                self.qos2_released.remove(&old);
-            }
+        if self.qos2_released_order.len() > self.limits.qos2_remembered
+            && let Some(old) = self.qos2_released_order.pop_front()
+        {
+            self.qos2_released.remove(&old);
         }
         Some(req)
     }
@@ -128,11 +133,7 @@ impl Session {
         {
             return false;
         }
-        let entry = PendingAck {
-            bytes,
-            first_sent: now,
-            last_sent: now,
-        };
+        let entry = PendingAck { bytes, first_sent: now, last_sent: now };
         self.pending_acks.entry(id).or_insert(entry);
         true
     }
@@ -151,8 +152,7 @@ impl Session {
         timeout: Duration,
     ) -> (Vec<Bytes>, usize) {
         let before = self.pending_acks.len();
-        self.pending_acks
-            .retain(|_, p| now.duration_since(p.first_sent) < timeout);
+        self.pending_acks.retain(|_, p| now.duration_since(p.first_sent) < timeout);
         let expired = before - self.pending_acks.len();
 
         let mut resend = Vec::new();
@@ -177,10 +177,7 @@ mod tests {
     use serde_json::Value;
 
     fn session() -> Session {
-        let client = Client {
-            session_id: "s".into(),
-            remote: None,
-        };
+        let client = Client { session_id: "s".into(), remote: None };
         let limits = SessionLimits {
             transaction_messages: 2,
             qos2_pending: 2,
@@ -191,12 +188,7 @@ mod tests {
     }
 
     fn req(n: u8) -> Request {
-        Request {
-            method: format!("m{n}"),
-            params: Value::Null,
-            id: None,
-            qos: None,
-        }
+        Request { method: format!("m{n}"), params: Value::Null, id: None, qos: None }
     }
 
     #[test]
@@ -217,10 +209,7 @@ mod tests {
         assert!(s.store_qos2("x".into(), req(1)));
         assert_eq!(s.release_qos2("x"), Some(req(1)));
         assert_eq!(s.release_qos2("x"), None);
-        assert!(
-            !s.store_qos2("x".into(), req(1)),
-            "a released id cannot be reused"
-        );
+        assert!(!s.store_qos2("x".into(), req(1)), "a released id cannot be reused");
     }
 
     #[test]

@@ -78,11 +78,7 @@ pub fn parse(text: &str) -> Result<Request, WireError> {
         return Err(err(code::PARSE_ERROR, "parse error: not json", None));
     };
     let Value::Object(mut obj) = value else {
-        return Err(err(
-            code::PARSE_ERROR,
-            "parse error: not a json object",
-            None,
-        ));
+        return Err(err(code::PARSE_ERROR, "parse error: not a json object", None));
     };
 
     let id = match obj.remove("id") {
@@ -91,30 +87,15 @@ pub fn parse(text: &str) -> Result<Request, WireError> {
         Some(_) => return Err(err(code::INVALID_REQUEST, "invalid request: bad id", None)),
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err(err(
-            code::INVALID_REQUEST,
-            "invalid request: jsonrpc must be \"2.0\"",
-            id,
-        ));
+        return Err(err(code::INVALID_REQUEST, "invalid request: jsonrpc must be \"2.0\"", id));
     }
     let Some(Value::String(method)) = obj.remove("method") else {
-        return Err(err(
-            code::INVALID_REQUEST,
-            "invalid request: method missing",
-            id,
-        ));
+        return Err(err(code::INVALID_REQUEST, "invalid request: method missing", id));
     };
 
     let params = obj.remove("params").unwrap_or(Value::Null);
-    let qos = obj
-        .remove("qos")
-        .and_then(|q| q.as_str().map(str::to_owned));
-    Ok(Request {
-        method,
-        params,
-        id,
-        qos,
-    })
+    let qos = obj.remove("qos").and_then(|q| q.as_str().map(str::to_owned));
+    Ok(Request { method, params, id, qos })
 }
 
 #[derive(Serialize)]
@@ -142,42 +123,25 @@ fn encode<T: Serialize>(value: &T) -> Bytes {
 }
 
 fn result<'a>(result: MethodResult<'a>, id: Option<&'a Value>, qos: Option<&'a str>) -> Bytes {
-    encode(&ResultEnvelope {
-        jsonrpc: "2.0",
-        result,
-        qos,
-        id,
-    })
+    encode(&ResultEnvelope { jsonrpc: "2.0", result, qos, id })
 }
 
 /// The session message sent right after the handshake.
 pub fn session(session_id: &str) -> Bytes {
     let sid = Value::String(session_id.to_owned());
-    let body = MethodResult {
-        method: "sgc@session",
-        channel: None,
-        message: Some(&sid),
-    };
+    let body = MethodResult { method: "sgc@session", channel: None, message: Some(&sid) };
     result(body, Some(&sid), Some("qosLevel0"))
 }
 
 /// The acknowledgement of a client message with an id.
 pub fn ack(id: &Value) -> Bytes {
-    let body = MethodResult {
-        method: "sgc@acknowledgment",
-        channel: None,
-        message: None,
-    };
+    let body = MethodResult { method: "sgc@acknowledgment", channel: None, message: None };
     result(body, Some(id), None)
 }
 
 /// A direct reply naming `method` (subscribe, unsubscribe, pubrec...).
 pub fn reply(method: &str, channel: Option<&str>, req: &Request) -> Bytes {
-    let body = MethodResult {
-        method,
-        channel,
-        message: None,
-    };
+    let body = MethodResult { method, channel, message: None };
     result(body, req.id.as_ref(), req.qos.as_deref())
 }
 
@@ -185,11 +149,7 @@ pub fn reply(method: &str, channel: Option<&str>, req: &Request) -> Bytes {
 /// the client must acknowledge when server-to-client QoS is on.
 pub fn event(method: &str, channel: &str, message: &Value, ack_id: Option<&Arc<str>>) -> Bytes {
     let id = ack_id.map(|id| Value::String(id.to_string()));
-    let body = MethodResult {
-        method,
-        channel: Some(channel),
-        message: Some(message),
-    };
+    let body = MethodResult { method, channel: Some(channel), message: Some(message) };
     result(body, id.as_ref(), None)
 }
 
@@ -208,15 +168,7 @@ pub fn error(code: i64, message: &str, data: Option<Value>, id: Option<&Value>) 
         error: ErrorBody<'a>,
         id: Option<&'a Value>,
     }
-    encode(&ErrorEnvelope {
-        jsonrpc: "2.0",
-        error: ErrorBody {
-            code,
-            message,
-            data,
-        },
-        id,
-    })
+    encode(&ErrorEnvelope { jsonrpc: "2.0", error: ErrorBody { code, message, data }, id })
 }
 
 /// An RPC result carrying the application's value.
@@ -242,10 +194,7 @@ mod tests {
     fn parse_sorts_bad_input_into_the_spec_codes() {
         assert_eq!(parse("nope").unwrap_err().code, code::PARSE_ERROR);
         assert_eq!(parse("[1]").unwrap_err().code, code::PARSE_ERROR);
-        assert_eq!(
-            parse(r#"{"method":"x"}"#).unwrap_err().code,
-            code::INVALID_REQUEST
-        );
+        assert_eq!(parse(r#"{"method":"x"}"#).unwrap_err().code, code::INVALID_REQUEST);
         assert_eq!(
             parse(r#"{"jsonrpc":"1.0","method":"x"}"#).unwrap_err().code,
             code::INVALID_REQUEST

@@ -97,10 +97,7 @@ pub fn proof(secret: Option<&str>, their_nonce: &str, my_nonce: &str, node_id: &
 /// When the peer must be refused.
 pub fn check_hello(my_id: &str, version: u32, node_id: &str) -> Result<(), HandshakeError> {
     if version != VERSION {
-        return Err(HandshakeError::Version {
-            ours: VERSION,
-            theirs: version,
-        });
+        return Err(HandshakeError::Version { ours: VERSION, theirs: version });
     }
     if node_id == my_id {
         return Err(HandshakeError::OwnId(node_id.to_owned()));
@@ -144,34 +141,16 @@ mod tests {
         let (na, nb) = (nonce(), nonce());
         let p = proof(Some("wrong"), &na, &nb, "b");
         assert!(!verify(Some("s3cret"), &na, &nb, "b", &p));
-        assert!(!verify(
-            None,
-            &na,
-            &nb,
-            "b",
-            &proof(Some("s3cret"), &na, &nb, "b")
-        ));
+        assert!(!verify(None, &na, &nb, "b", &proof(Some("s3cret"), &na, &nb, "b")));
         let replay = proof(Some("s3cret"), &na, &nb, "b");
-        assert!(
-            !verify(Some("s3cret"), &nonce(), &nb, "b", &replay),
-            "fresh challenge"
-        );
-        assert!(
-            !verify(Some("s3cret"), &na, &nb, "c", &replay),
-            "other identity"
-        );
+        assert!(!verify(Some("s3cret"), &nonce(), &nb, "b", &replay), "fresh challenge");
+        assert!(!verify(Some("s3cret"), &na, &nb, "c", &replay), "other identity");
     }
 
     #[test]
     fn own_id_and_other_versions_are_refused() {
-        assert_eq!(
-            check_hello("a", VERSION, "a"),
-            Err(HandshakeError::OwnId("a".into()))
-        );
-        assert!(matches!(
-            check_hello("a", VERSION + 1, "b"),
-            Err(HandshakeError::Version { .. })
-        ));
+        assert_eq!(check_hello("a", VERSION, "a"), Err(HandshakeError::OwnId("a".into())));
+        assert!(matches!(check_hello("a", VERSION + 1, "b"), Err(HandshakeError::Version { .. })));
         assert!(check_hello("a", VERSION, "b").is_ok());
     }
 }

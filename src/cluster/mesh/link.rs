@@ -55,9 +55,7 @@ pub struct LinkHandle {
 }
 
 fn codec(max_frame: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(max_frame)
-        .new_codec()
+    LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec()
 }
 
 /// Runs the handshake on a fresh TCP connection.
@@ -90,13 +88,7 @@ async fn exchange(mut io: LinkIo, mesh: &MeshShared) -> Result<Established, Hand
     send_hs(&mut io, &hello).await?;
 
     let (peer, their_nonce, peer_listen) = match recv_hs(&mut io).await? {
-        Handshake::Hello {
-            version,
-            node_id,
-            nonce,
-            listen,
-            ..
-        } => {
+        Handshake::Hello { version, node_id, nonce, listen, .. } => {
             if let Err(e) = handshake::check_hello(&me, version, &node_id) {
                 refuse(&mut io, &e).await;
                 return Err(e);
@@ -119,18 +111,12 @@ async fn exchange(mut io: LinkIo, mesh: &MeshShared) -> Result<Established, Hand
         Handshake::Refuse { reason } => return Err(HandshakeError::RefusedByPeer(reason)),
         Handshake::Hello { .. } => return Err(HandshakeError::Unexpected),
     }
-    Ok(Established {
-        peer: peer.into(),
-        peer_listen,
-        io,
-    })
+    Ok(Established { peer: peer.into(), peer_listen, io })
 }
 
 async fn send_hs(io: &mut LinkIo, frame: &Handshake) -> Result<(), HandshakeError> {
     let bytes = serde_json::to_vec(frame).map_err(|e| HandshakeError::Io(e.to_string()))?;
-    io.send(Bytes::from(bytes))
-        .await
-        .map_err(|e| HandshakeError::Io(e.to_string()))
+    io.send(Bytes::from(bytes)).await.map_err(|e| HandshakeError::Io(e.to_string()))
 }
 
 async fn recv_hs(io: &mut LinkIo) -> Result<Handshake, HandshakeError> {
@@ -142,13 +128,7 @@ async fn recv_hs(io: &mut LinkIo) -> Result<Handshake, HandshakeError> {
 }
 
 async fn refuse(io: &mut LinkIo, why: &HandshakeError) {
-    let _ = send_hs(
-        io,
-        &Handshake::Refuse {
-            reason: why.to_string(),
-        },
-    )
-    .await;
+    let _ = send_hs(io, &Handshake::Refuse { reason: why.to_string() }).await;
 }
 
 /// Registers an established link and serves it until it ends. Returns the
@@ -170,13 +150,8 @@ pub async fn run(link: Established, mesh: Arc<MeshShared>, dialer: Arc<str>) -> 
 
     let (sink, stream) = link.io.split();
     let heartbeat = mesh.config.failure_timeout / 3;
-    let writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        handle.close.clone(),
-        heartbeat,
-        mesh.heartbeat_frame(),
-    ));
+    let writer =
+        tokio::spawn(write_loop(sink, rx, handle.close.clone(), heartbeat, mesh.heartbeat_frame()));
     let reason = read_loop(stream, &mesh, &handle.close).await;
 
     handle.close.cancel();

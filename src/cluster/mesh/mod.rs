@@ -9,6 +9,7 @@
 pub mod handshake;
 pub mod link;
 
+use crate::sync;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,10 +103,7 @@ impl Mesh {
         }
         self.shared.shutdown.cancel();
         self.shared.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(3), self.shared.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(3), self.shared.tasks.wait()).await.is_err() {
             warn!("mesh tasks still running after stop");
         }
     }
@@ -113,11 +111,11 @@ impl Mesh {
 
 impl MeshShared {
     fn links(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, LinkHandle>> {
-        self.links.read().unwrap_or_else(|e| e.into_inner())
+        sync::read(&self.links)
     }
 
     fn dialers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Dialer>> {
-        self.dialers.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.dialers)
     }
 
     fn max_frame(&self) -> usize {
@@ -135,7 +133,7 @@ impl MeshShared {
     /// Keeps one link per peer. When both ends dialled, the link dialled by
     /// the smaller node id wins on both ends. Returns whether `handle` was kept.
     fn register(&self, peer: &Arc<str>, handle: LinkHandle) -> bool {
-        let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
+        let mut links = sync::write(&self.links);
         if let Some(existing) = links.get(peer) {
             let preferred = std::cmp::min(self.core.node_id().clone(), peer.clone());
             if existing.dialer == preferred || handle.dialer != preferred {
@@ -150,7 +148,7 @@ impl MeshShared {
 
     /// Removes link `id` of `peer` if it is still the registered one.
     fn unregister(&self, peer: &Arc<str>, id: u64) -> bool {
-        let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
+        let mut links = sync::write(&self.links);
         if links.get(peer).is_some_and(|l| l.id == id) {
             links.remove(peer);
             return true;
@@ -160,14 +158,10 @@ impl MeshShared {
 
     /// Sends our view of the mesh to every linked peer.
     fn gossip(&self) {
-        let mut peers: Vec<(Arc<str>, String)> = self
-            .links()
-            .iter()
-            .map(|(id, l)| (id.clone(), l.addr.clone()))
-            .collect();
+        let mut peers: Vec<(Arc<str>, String)> =
+            self.links().iter().map(|(id, l)| (id.clone(), l.addr.clone())).collect();
         peers.push((self.core.node_id().clone(), self.advertise.clone()));
-        self.core
-            .send_with(|| TargetOwned::All, || Body::Peers { peers });
+        self.core.send_with(|| TargetOwned::All, || Body::Peers { peers });
     }
 
     /// Starts dialling `addr` unless a dialer for it exists.
@@ -182,11 +176,7 @@ impl MeshShared {
         }
         dialers.insert(
             addr.to_owned(),
-            Dialer {
-                configured,
-                state: "connecting",
-                ..Dialer::default()
-            },
+            Dialer { configured, state: "connecting", ..Dialer::default() },
         );
         drop(dialers);
         self.tasks.spawn(dial_loop(addr.to_owned(), self.clone()));
@@ -214,9 +204,7 @@ async fn accept_loop(listener: TcpListener, mesh: Arc<MeshShared>) {
         match accepted {
             Ok((stream, remote)) => {
                 let mesh = mesh.clone();
-                mesh.tasks
-                    .clone()
-                    .spawn(async move { inbound(stream, remote, mesh).await });
+                mesh.tasks.clone().spawn(async move { inbound(stream, remote, mesh).await });
             }
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -263,11 +251,7 @@ async fn dial_loop(addr: String, mesh: Arc<MeshShared>) {
             }
             Err(e) => {
                 mesh.set_dialer(&addr, |d| {
-                    d.state = if is_refusal(&e) {
-                        "refused"
-                    } else {
-                        "connecting"
-                    }
+                    d.state = if is_refusal(&e) { "refused" } else { "connecting" }
                 });
                 log_refusal(&addr, &e);
             }
@@ -378,11 +362,7 @@ impl Transport for Mesh {
 
     fn ready(&self) -> bool {
         !self.shared.shutdown.is_cancelled()
-            && self
-                .shared
-                .dialers()
-                .values()
-                .all(|d| !d.configured || d.attempted)
+            && self.shared.dialers().values().all(|d| !d.configured || d.attempted)
     }
 
     fn learn_peers(&self, peers: &[(Arc<str>, String)]) {
