@@ -7,9 +7,11 @@ subprocess on an OS-chosen port.  Its path comes from `WSCLUSTER_BIN`
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import selectors
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -23,6 +25,29 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LISTEN_RE = re.compile(r"^listening (\S+):(\d+)$")
 START_TIMEOUT = 15.0  # seconds to wait for the `listening` line
 STOP_TIMEOUT = 5.0  # seconds to wait after SIGTERM before SIGKILL
+
+# Servers still running; killed at interpreter exit whatever happens.
+_LIVE: set["ServerProc"] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for srv in list(_LIVE):
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.proc.kill()
+
+
+def _on_sigterm(signum, frame):  # e.g. `timeout` expiring: unwind, run teardowns
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _server_env() -> dict[str, str]:
+    """Our environment minus WSCLUSTER_* (the server reads its settings from
+    WSCLUSTER_* variables; the tests rely on the defaults)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("WSCLUSTER_")}
 
 
 def server_binary() -> Path:
@@ -53,61 +78,79 @@ class ServerProc:
                 "(run `cargo build` or set WSCLUSTER_BIN)",
                 pytrace=False,
             )
-        cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", *self.extra_args]
+        cmd = [
+            str(binary), "serve", "--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0",
+            *shlex.split(os.environ.get("INTEROP_SERVER_ARGS", "")),
+            *self.extra_args,
+        ]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            start_new_session=True,  # keep our Ctrl-C / signals away from it
+            env=_server_env(),
         )
-        line = self._read_first_line(START_TIMEOUT)
-        m = LISTEN_RE.match(line)
-        if not m:
-            self.stop()
-            pytest.fail(
-                f"expected first stdout line 'listening 127.0.0.1:PORT' from {cmd}, "
-                f"got {line!r}\n--- server stderr ---\n{self.stderr_text()}",
-                pytrace=False,
-            )
+        _LIVE.add(self)
+        self.stdout_lines: list[str] = []
+        self._buf = b""
+        # The contract is one line, `listening HOST:PORT`, printed first.
+        # Lines before it are tolerated here (so that one contract slip does
+        # not hide every other result) but kept: test_stdout_contract
+        # reports them.
+        m = None
+        deadline = time.monotonic() + START_TIMEOUT
+        while m is None:
+            line = self._read_line(deadline)
+            if line is None:
+                self.stop()
+                pytest.fail(
+                    f"no 'listening 127.0.0.1:PORT' line on stdout from {cmd} "
+                    f"(stdout lines: {self.stdout_lines!r}, unterminated: {self._buf!r}, "
+                    f"exit code: {self.proc.poll()})\n--- server stderr ---\n{self.stderr_text()}",
+                    pytrace=False,
+                )
+            self.stdout_lines.append(line)
+            m = LISTEN_RE.match(line)
         self.host, self.port = m.group(1), int(m.group(2))
         # Keep draining stdout so that stray output can never block the server.
         self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
         self._drain.start()
         return self
 
-    def _read_first_line(self, timeout: float) -> str:
+    def _read_line(self, deadline: float) -> str | None:
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         sel = selectors.DefaultSelector()
         sel.register(fd, selectors.EVENT_READ)
-        buf = b""
-        deadline = time.monotonic() + timeout
         try:
-            while b"\n" not in buf:
+            while b"\n" not in self._buf:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return f"<no line within {timeout}s; partial {buf!r}>"
+                    return None
                 if not sel.select(left):
                     continue
                 chunk = os.read(fd, 4096)
                 if not chunk:
-                    return f"<stdout closed (exit code {self.proc.poll()}); partial {buf!r}>"
-                buf += chunk
+                    return None
+                self._buf += chunk
         finally:
             sel.close()
-        first, _, rest = buf.partition(b"\n")
-        if rest.strip():
-            # The contract says exactly one line; more output is a bug, but
-            # keep the evidence instead of silently dropping it.
-            self.extra_stdout = rest
-        return first.decode("utf-8", "replace").rstrip("\r")
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode("utf-8", "replace").rstrip("\r")
 
     def _drain_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         try:
-            while self.proc.stdout.read(4096):
-                pass
+            while True:
+                # lines already buffered while looking for `listening` first
+                while b"\n" in self._buf:
+                    line, _, self._buf = self._buf.partition(b"\n")
+                    self.stdout_lines.append(line.decode("utf-8", "replace").rstrip("\r"))
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                self._buf += chunk
         except (OSError, ValueError):
             pass
 
@@ -124,6 +167,7 @@ class ServerProc:
                 self.proc.wait(STOP_TIMEOUT)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        _LIVE.discard(self)
         return self.proc.returncode
 
     # -- helpers -----------------------------------------------------------

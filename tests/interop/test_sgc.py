@@ -48,7 +48,10 @@ def async_test(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), TEST_TIMEOUT))
+        try:
+            asyncio.run(asyncio.wait_for(fn(*args, **kwargs), TEST_TIMEOUT))
+        except asyncio.TimeoutError:
+            raise AssertionError(f"test did not finish within {TEST_TIMEOUT}s") from None
 
     return wrapper
 
@@ -1184,10 +1187,20 @@ async def test_slow_consumer_closed_1008(server_factory):
         ch = uniq("slow")
         await slow.subscribe(ch)
         blob = "s" * 65536
-        for i in range(600):  # ~39 MB: far more than socket buffers + 8 messages
-            await pub.publish(ch, blob)
-            if i % 50 == 49:
-                await asyncio.sleep(0.01)
+
+        async def flood():
+            for i in range(600):  # ~39 MB: far more than socket buffers + 8 messages
+                await pub.publish(ch, blob)
+                if i % 50 == 49:
+                    await asyncio.sleep(0.01)
+
+        try:
+            await asyncio.wait_for(flood(), 20)
+        except asyncio.TimeoutError:
+            raise AssertionError(
+                "publishing 600 x 64 KiB did not finish within 20 s: the server stopped "
+                "reading the publisher (a slow subscriber is blocking the fan-out?)"
+            ) from None
         await asyncio.sleep(0.5)
         exc = await slow.expect_close(1008, timeout=20)
         reason = exc.rcvd.reason if exc.rcvd else None
@@ -1210,3 +1223,106 @@ async def test_sigterm_closes_clients_1001_and_exits_0(server_factory):
     loop = asyncio.get_running_loop()
     code = await loop.run_in_executor(None, lambda: srv.proc.wait(10))
     assert code == 0, f"expected exit code 0 after SIGTERM, got {code}\n{srv.stderr_text()}"
+
+
+# --------------------------------------------------------------------------
+# settings beyond the minimal contract (flags from `wscluster serve --help`)
+# --------------------------------------------------------------------------
+
+
+@async_test
+async def test_queue_level2_cap_drops_oldest(server_factory):
+    srv = server_factory("--kept-per-channel", "3")
+    pub = await Client.open(srv.url)
+    late = await Client.open(srv.url)
+    try:
+        ch = uniq("cap")
+        await pub.subscribe(ch)
+        msgs = [f"m{i}" for i in range(1, 6)]
+        for m in msgs:
+            await pub.publish(ch, m, queue="queueLevel2")
+        for m in msgs:
+            await pub.expect(event(ch, m))
+        await late.subscribe(ch)
+        for m in msgs[-3:]:
+            await late.expect(event(ch, m))
+        await late.expect_silence()
+    finally:
+        await pub.close()
+        await late.close()
+
+
+@async_test
+async def test_server_qos1_events_carry_id_resent_until_acked(server_factory):
+    srv = server_factory("--qos", "qosLevel1", "--resend-interval-ms", "300")
+    sub = await Client.open(srv.url)
+    pub = await Client.open(srv.url)
+
+    async def next_event() -> dict:
+        while True:  # the session message may be re-sent too under QoS 1
+            msg = await sub.recv(3)
+            if isinstance(msg, dict) and isinstance(msg.get("result"), dict):
+                if msg["result"].get("method") == "sgc@session":
+                    continue
+            return msg
+
+    try:
+        ch = uniq("sqos")
+        await sub.send(req("sgc@subscribe", {"channel": ch}))
+        await sub.recv_skip_acks()  # the subscribe result
+        await pub.publish(ch, "needs ack")
+        first = await next_event()
+        assert isinstance(first, dict) and first.get("result") == event(ch, "needs ack")["result"], (
+            f"expected an sgc@event for {ch!r}, observed {first!r}"
+        )
+        eid = first.get("id")
+        assert eid is not None, f"under server QoS 1 every sgc@event must carry an id: {first!r}"
+        again = await next_event()  # not acknowledged: re-sent after ~300 ms
+        assert again.get("result") == first["result"] and again.get("id") == eid, (
+            f"expected a re-send of {first!r}, observed {again!r}"
+        )
+        await sub.send(req("sgc@acknowledgment", id=eid))
+        # After the ack, no more re-sends of that event (session re-sends ignored).
+        deadline = asyncio.get_running_loop().time() + 1.2
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                msg = json.loads(await asyncio.wait_for(sub.ws.recv(), left))
+            except asyncio.TimeoutError:
+                break
+            assert not (isinstance(msg, dict) and msg.get("id") == eid), (
+                f"event re-sent after it was acknowledged: {msg!r}"
+            )
+    finally:
+        await sub.close()
+        await pub.close()
+
+
+# --------------------------------------------------------------------------
+# process contract
+# --------------------------------------------------------------------------
+
+
+def test_stdout_contract(server_factory):
+    """stdout carries two lines, `listening ADDR` and `cluster-listening ADDR`
+    (in either order); logs go to stderr."""
+    srv = server_factory()
+    asyncio.run(asyncio.sleep(0.5))  # give stray output a chance to show up
+    lines = sorted(srv.stdout_lines)
+    assert len(lines) == 2, f"expected two stdout lines, observed {lines!r}"
+    assert lines[0].startswith("cluster-listening 127.0.0.1:"), lines
+    assert lines[1] == f"listening {srv.addr}", lines
+
+
+@async_test
+async def test_two_servers_run_side_by_side(server, server_factory):
+    """No fixed port: a second node started the same way runs beside the first."""
+    other = server_factory()
+    a = await Client.open(server.url)
+    b = await Client.open(other.url)
+    try:
+        assert other.port != server.port
+        await a.roundtrip()
+        await b.roundtrip()
+    finally:
+        await a.close()
+        await b.close()
