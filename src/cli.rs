@@ -100,6 +100,23 @@ pub struct ServeArgs {
     #[arg(long, env = "WSCLUSTER_FAILURE_TIMEOUT_MS", default_value_t = 3000)]
     pub failure_timeout_ms: u64,
 
+    /// Redis: server host (ignored when --redis-url is given).
+    #[arg(long, env = "WSCLUSTER_REDIS_HOST", default_value = "127.0.0.1")]
+    pub redis_host: String,
+
+    /// Redis: server port (ignored when --redis-url is given).
+    #[arg(long, env = "WSCLUSTER_REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+
+    /// Redis: full URL with user, password, database and TLS, e.g.
+    /// `rediss://user:password@host:6380/0`.
+    #[arg(long, env = "WSCLUSTER_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis: the Pub/Sub channel every node shares.
+    #[arg(long, env = "WSCLUSTER_REDIS_CHANNEL", default_value = "wscluster")]
+    pub redis_channel: String,
+
     /// Log format.
     #[arg(long, env = "WSCLUSTER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -102,6 +102,13 @@ fn cluster_config(args: &ServeArgs) -> ClusterConfig {
         secret: args.cluster_secret.clone().filter(|s| !s.is_empty()),
         failure_timeout: Duration::from_millis(args.failure_timeout_ms),
         max_message_size: args.max_message_size,
+        redis_url: args.redis_url.clone().unwrap_or_else(|| {
+            // Bracket IPv6 hosts so the URL stays parseable.
+            let host = &args.redis_host;
+            let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+            format!("redis://{host}:{}/", args.redis_port)
+        }),
+        redis_channel: args.redis_channel.clone(),
         ..ClusterConfig::default()
     }
 }

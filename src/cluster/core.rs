@@ -109,6 +109,10 @@ impl Core {
             incarnation: self.incarnation,
             seq: *seq,
             sent_us: now_us(),
+            to: match &target {
+                TargetOwned::All => None,
+                TargetOwned::Nodes(n) => Some(n.clone()),
+            },
             body: make(),
         };
         transport.send(target.as_target(), env.encode());
@@ -121,8 +125,29 @@ impl Core {
             incarnation: self.incarnation,
             seq: 0,
             sent_us: now_us(),
+            to: None,
             body,
         }
+    }
+
+    /// Sends this node's state (its interest) to `to`, or to every node.
+    pub fn announce(&self, to: Option<&Arc<str>>) {
+        let target = match to {
+            Some(peer) => TargetOwned::Nodes(vec![peer.clone()]),
+            None => TargetOwned::All,
+        };
+        let sgc = self.sgc();
+        self.send_with(
+            || target,
+            || Body::InterestSnapshot {
+                names: sgc.map(|s| s.hub().interest()).unwrap_or_default(),
+            },
+        );
+    }
+
+    /// Asks every node for its state (after this node was deaf).
+    pub fn request_sync(&self) {
+        self.send_with(|| TargetOwned::All, || Body::SyncRequest);
     }
 
     /// A link to `peer` came up: tell it what we are interested in.
@@ -132,14 +157,7 @@ impl Core {
             info!(peer = %peer, "peer connected");
             self.emit(ClusterEvent::PeerConnected { node_id: peer.clone() });
         }
-        let to = vec![peer.clone()];
-        let sgc = self.sgc();
-        self.send_with(
-            || TargetOwned::Nodes(to),
-            || Body::InterestSnapshot {
-                names: sgc.map(|s| s.hub().interest()).unwrap_or_default(),
-            },
-        );
+        self.announce(Some(peer));
     }
 
     /// `peer` is gone (left, timed out, link lost): forget what it wanted.
@@ -168,6 +186,9 @@ impl Core {
 
     /// Applies one envelope received from the backplane.
     pub fn receive(&self, env: Envelope) {
+        if env.to.as_ref().is_some_and(|to| !to.contains(&self.node_id)) {
+            return;
+        }
         let verdict = sync::lock(&self.dedup).check(&env.origin, env.incarnation, env.seq);
         match verdict {
             Verdict::Own => return,
@@ -211,6 +232,10 @@ impl Core {
                 "interest"
             }
             Body::Heartbeat => return,
+            Body::SyncRequest => {
+                self.announce(Some(&env.origin));
+                "sync"
+            }
             Body::Leave => {
                 self.peer_down(&env.origin, "left");
                 sync::lock(&self.dedup).forget(&env.origin);

@@ -25,6 +25,10 @@ pub struct Envelope {
     /// Origin wall-clock time in microseconds since the Unix epoch, for the
     /// cross-node delay histogram.
     pub sent_us: u64,
+    /// The nodes it is for; absent means every node. Engines that cannot
+    /// address nodes (Redis) deliver to all, and the others drop it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<Arc<str>>>,
     /// The traffic itself.
     pub body: Body,
 }
@@ -61,8 +65,10 @@ pub enum Body {
         /// Channel or pattern.
         name: Arc<str>,
     },
-    /// The origin is alive.
+    /// The origin is alive (and, through Redis, its own probe).
     Heartbeat,
+    /// The origin (re)joined: every node answers with its state.
+    SyncRequest,
     /// The origin is stopping; forget it now rather than at the timeout.
     Leave,
     /// Mesh: the link addresses of the nodes the origin knows, so one seed

@@ -12,7 +12,9 @@ pub mod dedup;
 pub mod envelope;
 pub mod events;
 pub mod interest;
+pub mod liveness;
 pub mod mesh;
+pub mod redis;
 pub mod transport;
 
 use crate::sync;
@@ -27,6 +29,7 @@ pub use config::{ClusterConfig, Engine};
 pub use events::ClusterEvent;
 
 use self::core::{Core, CoreRelay};
+use self::redis::RedisEngine;
 use crate::server::Status;
 use crate::sgc::SgcProtocol;
 use mesh::Mesh;
@@ -56,9 +59,9 @@ pub enum ClusterError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The engine is not available in this build.
-    #[error("engine {0} is not available")]
-    Unavailable(&'static str),
+    /// The Redis URL is not valid.
+    #[error("invalid redis url: {0}")]
+    RedisUrl(String),
     /// `start` was called twice.
     #[error("cluster already started")]
     AlreadyStarted,
@@ -66,6 +69,7 @@ pub enum ClusterError {
 
 enum Running {
     Mesh(Arc<Mesh>),
+    Redis(Arc<RedisEngine>),
 }
 
 /// One node's membership in a cluster.
@@ -136,7 +140,13 @@ impl Cluster {
                 self.core.set_transport(Some(mesh.clone()));
                 Running::Mesh(mesh)
             }
-            Engine::Redis => return Err(ClusterError::Unavailable("redis")),
+            Engine::Redis => {
+                let engine = RedisEngine::start(self.core.clone(), self.config.clone())
+                    .map_err(|e| ClusterError::RedisUrl(e.to_string()))?;
+                let engine = Arc::new(engine);
+                self.core.set_transport(Some(engine.clone()));
+                Running::Redis(engine)
+            }
         };
         *sync::lock(&self.running) = Some(running);
         info!(node = %self.config.node_id, engine = self.config.engine.as_str(), "cluster started");
@@ -148,18 +158,20 @@ impl Cluster {
     pub async fn stop(&self) {
         let running = sync::lock(&self.running).take();
         match running {
-            Some(Running::Mesh(mesh)) => {
-                mesh.stop().await;
-                self.core.set_transport(None);
-                info!(node = %self.config.node_id, "cluster stopped");
-            }
-            None => {}
+            Some(Running::Mesh(mesh)) => mesh.stop().await,
+            Some(Running::Redis(engine)) => engine.stop().await,
+            None => return,
         }
+        self.core.set_transport(None);
+        info!(node = %self.config.node_id, "cluster stopped");
     }
 
     /// The mesh link address actually bound (useful with port 0).
     pub fn mesh_addr(&self) -> Option<SocketAddr> {
-        (*sync::lock(&self.running)).as_ref().map(|Running::Mesh(m)| m.local_addr())
+        match &*sync::lock(&self.running) {
+            Some(Running::Mesh(m)) => Some(m.local_addr()),
+            _ => None,
+        }
     }
 
     /// True when the backplane is up and relaying.
@@ -182,6 +194,7 @@ impl Cluster {
     fn transport(&self) -> Option<Arc<dyn Transport>> {
         match &*sync::lock(&self.running) {
             Some(Running::Mesh(m)) => Some(m.clone() as Arc<dyn Transport>),
+            Some(Running::Redis(r)) => Some(r.clone() as Arc<dyn Transport>),
             None => None,
         }
     }

@@ -6,6 +6,7 @@
 //! outbox of every matching connection. Pushes never wait: a full outbox
 //! closes that one connection as a slow consumer (see [`outbox`]).
 
+pub mod acks;
 pub mod kept;
 pub mod outbox;
 pub mod pattern;

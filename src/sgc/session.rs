@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::hooks::Client;
 use super::wire::Request;
+use crate::hub::acks::PendingAcks;
 use crate::hub::subscriptions::ConnId;
 
 /// Bounds on one connection's protocol state.
@@ -26,13 +27,6 @@ pub struct SessionLimits {
     pub qos2_remembered: usize,
     /// Server-to-client messages awaiting acknowledgement.
     pub pending_acks: usize,
-}
-
-/// A server-to-client message the client has not acknowledged yet.
-struct PendingAck {
-    bytes: Bytes,
-    first_sent: Instant,
-    last_sent: Instant,
 }
 
 /// The result of holding a message in a transaction.
@@ -61,7 +55,7 @@ pub struct Session {
     qos2_pending: HashMap<String, Request>,
     qos2_released: HashSet<String>,
     qos2_released_order: VecDeque<String>,
-    pending_acks: HashMap<Arc<str>, PendingAck>,
+    pending_acks: PendingAcks,
 }
 
 impl Session {
@@ -76,7 +70,7 @@ impl Session {
             qos2_pending: HashMap::new(),
             qos2_released: HashSet::new(),
             qos2_released_order: VecDeque::new(),
-            pending_acks: HashMap::new(),
+            pending_acks: PendingAcks::new(limits.pending_acks),
         }
     }
 
@@ -128,19 +122,12 @@ impl Session {
     /// Records a message sent with an id the client must acknowledge.
     /// False when too many are already waiting (the client is not acking).
     pub fn track(&mut self, id: Arc<str>, bytes: Bytes, now: Instant) -> bool {
-        if !self.pending_acks.contains_key(&id)
-            && self.pending_acks.len() >= self.limits.pending_acks
-        {
-            return false;
-        }
-        let entry = PendingAck { bytes, first_sent: now, last_sent: now };
-        self.pending_acks.entry(id).or_insert(entry);
-        true
+        self.pending_acks.track(id, bytes, now)
     }
 
     /// Clears a pending message on the client's acknowledgement.
     pub fn acknowledge(&mut self, id: &str) -> bool {
-        self.pending_acks.remove(id).is_some()
+        self.pending_acks.acknowledge(id)
     }
 
     /// Messages due for a re-send at `now`; those older than `timeout` are
@@ -151,23 +138,17 @@ impl Session {
         interval: Duration,
         timeout: Duration,
     ) -> (Vec<Bytes>, usize) {
-        let before = self.pending_acks.len();
-        self.pending_acks.retain(|_, p| now.duration_since(p.first_sent) < timeout);
-        let expired = before - self.pending_acks.len();
-
-        let mut resend = Vec::new();
-        for p in self.pending_acks.values_mut() {
-            if now.duration_since(p.last_sent) >= interval {
-                p.last_sent = now;
-                resend.push(p.bytes.clone());
-            }
-        }
-        (resend, expired)
+        self.pending_acks.due(now, interval, timeout)
     }
 
     /// True when some message awaits acknowledgement.
     pub fn has_pending_acks(&self) -> bool {
         !self.pending_acks.is_empty()
+    }
+
+    /// The messages awaiting acknowledgement (for the connection loop).
+    pub fn pending_acks(&mut self) -> &mut PendingAcks {
+        &mut self.pending_acks
     }
 }
 
