@@ -205,6 +205,10 @@ impl Status for Cluster {
         Cluster::ready(self)
     }
 
+    fn connected_peer_count(&self) -> usize {
+        Cluster::connected_peer_count(self)
+    }
+
     fn describe(&self) -> Value {
         let peers: Vec<Value> = self
             .transport()

@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/cluster", get(cluster))
+        .route("/metrics", get(metrics_text))
         .fallback(websocket)
         .with_state(state)
 }
@@ -40,6 +41,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn cluster(State(state): State<AppState>) -> Response {
     axum::Json(state.status.describe()).into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let Some(handle) = super::metrics::handle() else {
+        return (StatusCode::NOT_FOUND, "metrics are exported by the application\n")
+            .into_response();
+    };
+    // Gauges read from state at scrape time rather than tracked on every change.
+    metrics::gauge!("wscluster_ready").set(f64::from(u8::from(state.status.ready())));
+    metrics::gauge!("wscluster_connected_peers").set(state.status.connected_peer_count() as f64);
+    let body = handle.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// Upgrades to WebSocket on any path; plain requests get 404.

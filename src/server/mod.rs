@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod http;
+pub mod metrics;
 pub mod upgrade;
 
 use std::net::SocketAddr;
@@ -56,6 +57,10 @@ pub trait Status: Send + Sync {
     fn ready(&self) -> bool;
     /// The JSON body of `/cluster`.
     fn describe(&self) -> Value;
+    /// Other nodes currently linked or heard from.
+    fn connected_peer_count(&self) -> usize {
+        0
+    }
 }
 
 /// The status of a node that is not clustered.
@@ -110,6 +115,8 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // Install the recorder before traffic so no early count is lost.
+        let _ = metrics::handle();
 
         let state = AppState {
             sgc: self.sgc.clone(),
