@@ -8,9 +8,11 @@ use clap::Parser;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use wscluster::cli::{Cli, Command, EngineArg, LogFormat, ServeArgs};
+use wscluster::cli::{CheckArgs, Cli, Command, ServeArgs};
 use wscluster::cluster::{Cluster, ClusterConfig, Engine};
+use wscluster::config::{EngineName, LogFormat, Settings};
 use wscluster::hub::HubLimits;
+use wscluster::presence::PresenceProtocol;
 use wscluster::server::{Server, ServerConfig, Status};
 use wscluster::sgc::{Qos, SgcHooks, SgcProtocol, SgcSettings};
 
@@ -18,15 +20,33 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::CheckConfig(args) => check_config(&args),
+    }
+}
+
+fn check_config(args: &CheckArgs) -> ExitCode {
+    match Settings::resolve(&args.options, Some(&args.file)) {
+        Ok(settings) => {
+            println!("# {} is valid; effective settings:", args.file.display());
+            print!("{}", settings.masked_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_format, &args.log_level);
-    let Some(qos) = Qos::parse(&args.qos) else {
-        error!(qos = %args.qos, "invalid --qos: expected qosLevel0, qosLevel1 or qosLevel2");
-        return ExitCode::from(2);
+    let settings = match Settings::resolve(&args.options, args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
+    init_logging(settings.log_format, &settings.log_level);
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -35,26 +55,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args, qos))
+    runtime.block_on(run(settings, args.echo))
 }
 
-async fn run(args: ServeArgs, qos: Qos) -> ExitCode {
-    let defaults = SgcSettings::default();
-    let settings = SgcSettings {
-        qos,
-        max_channel_len: args.max_channel_length,
-        resend_interval: Duration::from_millis(args.resend_interval_ms),
-        hub: HubLimits {
-            outbound_messages: args.outbound_queue,
-            outbound_bytes: args.outbound_queue_bytes,
-            kept_per_channel: args.kept_per_channel,
-            ..defaults.hub
-        },
-        ..defaults
-    };
-    let sgc = SgcProtocol::with(settings, SgcHooks::default());
+async fn run(settings: Settings, echo: bool) -> ExitCode {
+    let stop = StopSignals::install();
+    let sgc = SgcProtocol::with(sgc_settings(&settings), SgcHooks::default());
 
-    let cluster = Arc::new(Cluster::new(cluster_config(&args)));
+    let cluster = Arc::new(Cluster::new(cluster_config(&settings)));
     cluster.attach(&sgc);
     if let Err(e) = cluster.start().await {
         error!(error = %e, "cannot start the cluster");
@@ -65,23 +73,27 @@ async fn run(args: ServeArgs, qos: Qos) -> ExitCode {
     }
 
     let config = ServerConfig {
-        listen: args.listen,
-        max_message_size: args.max_message_size,
-        echo: args.echo,
-        ..ServerConfig::default()
+        listen: settings.listen,
+        max_message_size: settings.max_message_size,
+        max_connections: settings.max_connections,
+        drain_timeout: Duration::from_millis(settings.drain_timeout_ms),
+        api_key: settings.api_key.clone(),
+        echo,
     };
     let status: Arc<dyn Status> = cluster.clone();
-    let handle = match Server::new(config, sgc).with_status(status).start().await {
+    let presence = PresenceProtocol::new();
+    let server = Server::new(config, sgc).with_presence(presence).with_status(status);
+    let handle = match server.start().await {
         Ok(h) => h,
         Err(e) => {
-            error!(addr = %args.listen, error = %e, "cannot listen");
+            error!(addr = %settings.listen, error = %e, "cannot listen");
             return ExitCode::FAILURE;
         }
     };
-    // The one line on stdout: scripts and tests read the bound port here.
+    // The stdout lines scripts and tests read the bound ports from.
     println!("listening {}", handle.local_addr());
 
-    wait_for_signal().await;
+    stop.wait().await;
     // Leave the cluster first, so peers drop this node at once rather than
     // after the failure timeout, then close the clients with 1001.
     cluster.stop().await;
@@ -90,43 +102,79 @@ async fn run(args: ServeArgs, qos: Qos) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn cluster_config(args: &ServeArgs) -> ClusterConfig {
-    ClusterConfig {
-        engine: match args.engine {
-            EngineArg::Mesh => Engine::Mesh,
-            EngineArg::Redis => Engine::Redis,
+fn sgc_settings(s: &Settings) -> SgcSettings {
+    let defaults = SgcSettings::default();
+    SgcSettings {
+        qos: Qos::parse(&s.qos).unwrap_or_default(),
+        max_channel_len: s.max_channel_length,
+        max_subscriptions: s.max_subscriptions,
+        resend_interval: Duration::from_millis(s.resend_interval_ms),
+        hub: HubLimits {
+            outbound_messages: s.outbound_queue,
+            outbound_bytes: s.outbound_queue_bytes,
+            kept_per_channel: s.kept_per_channel,
+            ..defaults.hub
         },
-        node_id: args.node_id.clone(),
-        listen: args.cluster_listen,
-        peers: args.peers.clone(),
-        secret: args.cluster_secret.clone().filter(|s| !s.is_empty()),
-        failure_timeout: Duration::from_millis(args.failure_timeout_ms),
-        max_message_size: args.max_message_size,
-        redis_url: args.redis_url.clone().unwrap_or_else(|| {
-            // Bracket IPv6 hosts so the URL stays parseable.
-            let host = &args.redis_host;
-            let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-            format!("redis://{host}:{}/", args.redis_port)
-        }),
-        redis_channel: args.redis_channel.clone(),
+        ..defaults
+    }
+}
+
+fn cluster_config(s: &Settings) -> ClusterConfig {
+    ClusterConfig {
+        engine: match s.engine {
+            EngineName::Mesh => Engine::Mesh,
+            EngineName::Redis => Engine::Redis,
+        },
+        node_id: s.node_id.clone(),
+        listen: s.cluster_listen,
+        peers: s.peers.clone(),
+        secret: s.cluster_secret.clone().filter(|v| !v.is_empty()),
+        failure_timeout: s.failure_timeout(),
+        max_message_size: s.max_message_size,
+        redis_url: s.effective_redis_url(),
+        redis_channel: s.redis_channel.clone(),
         ..ClusterConfig::default()
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, watched from the moment this is created: a signal
+/// arriving between start-up and the first wait still stops us cleanly
+/// instead of killing the process with the default action.
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let watch = |kind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                error!(error = %e, signal = name, "cannot watch signal");
+                None
+            }
+        };
+        Self {
+            term: watch(SignalKind::terminate(), "SIGTERM"),
+            int: watch(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    async fn wait(mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.term) => {}
+            () = recv(&mut self.int) => {}
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use crate::sync;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::{broadcast, oneshot};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info};
 
 use super::dedup::{Dedup, Verdict};
@@ -35,6 +37,7 @@ pub struct Core {
     dedup: Mutex<Dedup>,
     live: Mutex<HashSet<Arc<str>>>,
     barriers: Mutex<Barriers>,
+    gathers: Mutex<Gathers>,
     events: broadcast::Sender<ClusterEvent>,
 }
 
@@ -52,6 +55,7 @@ impl Core {
             interest: RwLock::default(),
             live: Mutex::default(),
             barriers: Mutex::default(),
+            gathers: Mutex::default(),
             events,
         }
     }
@@ -145,6 +149,35 @@ impl Core {
         );
     }
 
+    /// Channels and subscriber counts summed over every live node. Nodes
+    /// that do not answer within `timeout` are left out.
+    pub async fn channel_counts(&self, timeout: Duration) -> Vec<(Arc<str>, usize)> {
+        let mut totals: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut add = |channels: Vec<(Arc<str>, usize)>| {
+            for (name, n) in channels {
+                *totals.entry(name).or_default() += n;
+            }
+        };
+        add(self.sgc().map(|s| s.hub().channel_counts()).unwrap_or_default());
+
+        let peers = sync::lock(&self.live).len();
+        if peers > 0 && self.transport().is_some() {
+            let (token, mut rx) = sync::lock(&self.gathers).open(peers);
+            self.send_with(|| TargetOwned::All, || Body::ChannelsQuery { token });
+            let deadline = tokio::time::Instant::now() + timeout;
+            for _ in 0..peers {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(channels)) => add(channels),
+                    _ => break,
+                }
+            }
+            sync::lock(&self.gathers).waiting.remove(&token);
+        }
+        let mut out: Vec<_> = totals.into_iter().collect();
+        out.sort();
+        out
+    }
+
     /// Asks every node for its state (after this node was deaf).
     pub fn request_sync(&self) {
         self.send_with(|| TargetOwned::All, || Body::SyncRequest);
@@ -232,6 +265,21 @@ impl Core {
                 "interest"
             }
             Body::Heartbeat => return,
+            Body::ChannelsQuery { token } => {
+                let channels = self.sgc().map(|s| s.hub().channel_counts()).unwrap_or_default();
+                let to = vec![env.origin.clone()];
+                self.send_with(
+                    || TargetOwned::Nodes(to),
+                    || Body::ChannelsReply { token, channels },
+                );
+                "query"
+            }
+            Body::ChannelsReply { token, channels } => {
+                if let Some(tx) = sync::lock(&self.gathers).waiting.get(&token) {
+                    let _ = tx.try_send(channels);
+                }
+                "query"
+            }
             Body::SyncRequest => {
                 self.announce(Some(&env.origin));
                 "sync"
@@ -315,6 +363,25 @@ impl Relay for CoreRelay {
             },
         );
         barrier
+    }
+}
+
+/// Channel names with subscriber counts.
+pub type ChannelCounts = Vec<(Arc<str>, usize)>;
+
+/// Queries waiting for the other nodes' answers.
+#[derive(Default)]
+struct Gathers {
+    next: u64,
+    waiting: HashMap<u64, mpsc::Sender<ChannelCounts>>,
+}
+
+impl Gathers {
+    fn open(&mut self, peers: usize) -> (u64, mpsc::Receiver<ChannelCounts>) {
+        self.next += 1;
+        let (tx, rx) = mpsc::channel(peers.max(1));
+        self.waiting.insert(self.next, tx);
+        (self.next, rx)
     }
 }
 

@@ -69,6 +69,18 @@ pub enum Body {
     Heartbeat,
     /// The origin (re)joined: every node answers with its state.
     SyncRequest,
+    /// The origin asks every node for its channels and subscriber counts.
+    ChannelsQuery {
+        /// Names the answers.
+        token: u64,
+    },
+    /// The answer to a `ChannelsQuery`.
+    ChannelsReply {
+        /// The query's token.
+        token: u64,
+        /// Channel names with local subscriber counts.
+        channels: Vec<(Arc<str>, usize)>,
+    },
     /// The origin is stopping; forget it now rather than at the timeout.
     Leave,
     /// Mesh: the link addresses of the nodes the origin knows, so one seed

@@ -21,11 +21,15 @@ use crate::sync;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tracing::info;
 
 pub use config::{ClusterConfig, Engine};
+
+/// How long a cluster-wide query waits for the other nodes.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 pub use events::ClusterEvent;
 
 use self::core::{Core, CoreRelay};
@@ -207,6 +211,10 @@ impl Status for Cluster {
 
     fn connected_peer_count(&self) -> usize {
         Cluster::connected_peer_count(self)
+    }
+
+    fn channel_counts(&self) -> BoxFuture<'_, Option<crate::cluster::core::ChannelCounts>> {
+        Box::pin(async { Some(self.core.channel_counts(QUERY_TIMEOUT).await) })
     }
 
     fn describe(&self) -> Value {

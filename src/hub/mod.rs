@@ -114,6 +114,11 @@ impl Hub {
         self.read().subs.count_for(conn)
     }
 
+    /// Whether `conn` already holds a subscription to `name`.
+    pub fn holds(&self, conn: ConnId, name: &str) -> bool {
+        self.read().subs.holds(conn, name)
+    }
+
     /// Delivers `event` to every local subscriber of `channel` (each once)
     /// and keeps it at `level`. Returns how many connections it was queued for.
     pub fn fan_out(&self, channel: &Arc<str>, level: QueueLevel, event: Outgoing) -> usize {

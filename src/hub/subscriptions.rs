@@ -127,6 +127,11 @@ impl Subscriptions {
         self.by_conn.get(&conn).map_or(0, HashSet::len)
     }
 
+    /// Whether `conn` holds a subscription to `name` (exact or pattern).
+    pub fn holds(&self, conn: ConnId, name: &str) -> bool {
+        self.by_conn.get(&conn).is_some_and(|names| names.contains(name))
+    }
+
     /// Reuses the existing `Arc<str>` for a known name.
     fn intern(&self, name: &str) -> Arc<str> {
         if let Some((k, _)) = self.exact.get_key_value(name) {

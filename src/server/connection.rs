@@ -5,7 +5,13 @@
 //! request (slow consumer, shutdown), queued outbound messages, the next
 //! client frame, and the re-send timer. Outbound messages are written in
 //! batches and flushed once per batch, so a burst costs one syscall rather
-//! than one per message.
+//! than one per message. The loop is the same for every protocol; what a
+//! protocol does with a frame, and whether it asks clients to acknowledge
+//! what they are sent, comes through a small `Endpoint` trait.
+//!
+//! A protocol forgets the connection as soon as the loop ends, before the
+//! closing handshake completes: a client that waits for the close to finish
+//! and connects again finds its old state already gone.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,10 +22,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_websockets::{CloseCode, Error as WsError, Message, WebSocketStream};
 use tracing::{Instrument, debug, info};
 
+use crate::hub::acks::PendingAcks;
 use crate::hub::outbox::{CloseReason, OutboxReceiver, Outgoing};
+use crate::presence::{PresenceProtocol, PresenceSession};
 use crate::sgc::hooks::Client;
 use crate::sgc::session::Session;
-use crate::sgc::{Qos, SgcProtocol, new_id};
+use crate::sgc::{Barrier, Qos, SgcProtocol, new_id};
 
 /// Most messages written before one flush; bounds the time between reads.
 const BATCH: usize = 64;
@@ -29,6 +37,87 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// When unacknowledged messages are re-sent and given up.
+#[derive(Debug, Clone, Copy)]
+struct Resend {
+    interval: Duration,
+    timeout: Duration,
+}
+
+/// One protocol's side of a connection, as the shared loop drives it.
+trait Endpoint {
+    /// Handles a text frame from the client.
+    fn on_text(&mut self, text: &str);
+    /// Handles a binary frame from the client.
+    fn on_binary(&mut self);
+    /// A wait the protocol asks for before the next frame is read.
+    fn take_barrier(&mut self) -> Option<Barrier> {
+        None
+    }
+    /// The re-send rule when clients must acknowledge messages, else `None`.
+    fn resend(&self) -> Option<Resend>;
+    /// The messages awaiting acknowledgement.
+    fn acks(&mut self) -> &mut PendingAcks;
+}
+
+struct SgcEndpoint<'a> {
+    proto: &'a SgcProtocol,
+    session: &'a mut Session,
+}
+
+impl Endpoint for SgcEndpoint<'_> {
+    fn on_text(&mut self, text: &str) {
+        self.proto.handle_text(self.session, text);
+    }
+
+    fn on_binary(&mut self) {
+        self.proto.handle_binary(self.session);
+    }
+
+    fn take_barrier(&mut self) -> Option<Barrier> {
+        self.session.barrier.take()
+    }
+
+    fn resend(&self) -> Option<Resend> {
+        let settings = self.proto.settings();
+        (settings.qos != Qos::AtMostOnce).then_some(Resend {
+            interval: settings.resend_interval,
+            timeout: settings.resend_timeout,
+        })
+    }
+
+    fn acks(&mut self) -> &mut PendingAcks {
+        self.session.pending_acks()
+    }
+}
+
+struct PresenceEndpoint<'a> {
+    proto: &'a PresenceProtocol,
+    session: &'a mut PresenceSession,
+}
+
+impl Endpoint for PresenceEndpoint<'_> {
+    fn on_text(&mut self, text: &str) {
+        self.proto.handle_text(self.session, text);
+    }
+
+    fn on_binary(&mut self) {
+        self.proto.handle_binary(self.session);
+    }
+
+    fn resend(&self) -> Option<Resend> {
+        let settings = self.proto.settings();
+        settings.acknowledgment.then_some(Resend {
+            interval: settings.resend_interval,
+            timeout: settings.resend_timeout,
+        })
+    }
+
+    fn acks(&mut self) -> &mut PendingAcks {
+        &mut self.session.acks
+    }
+}
 
 /// Serves the sgc protocol on an accepted WebSocket until it closes.
 pub async fn serve_sgc<S>(
@@ -50,51 +139,75 @@ pub async fn serve_sgc<S>(
         hook(&session.client);
     }
 
-    let close =
-        run(&mut ws, &proto, &mut session, &mut rx, &shutdown).instrument(span.clone()).await;
-    finish(&mut ws, close).instrument(span).await;
+    let mut endpoint = SgcEndpoint { proto: &proto, session: &mut session };
+    let close = run(&mut ws, &mut endpoint, &mut rx, &shutdown).instrument(span.clone()).await;
 
     let changes = proto.hub().unregister(conn);
     let _ = proto.interest_changed(&changes);
     if let Some(hook) = &proto.hooks().disconnect {
         hook(&session.client);
     }
+    finish(&mut ws, close).instrument(span).await;
     debug!(session = %session.client.session_id, "client disconnected");
+}
+
+/// Serves the presence protocol on an accepted WebSocket until it closes;
+/// then every member the connection registered leaves the roster.
+pub async fn serve_presence<S>(
+    mut ws: WebSocketStream<S>,
+    proto: PresenceProtocol,
+    remote: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut session, mut rx) = proto.open(remote);
+    let span = tracing::debug_span!("conn", session = %session.client.session_id);
+    debug!(parent: &span, ?remote, "presence client connected");
+
+    let mut endpoint = PresenceEndpoint { proto: &proto, session: &mut session };
+    let close = run(&mut ws, &mut endpoint, &mut rx, &shutdown).instrument(span.clone()).await;
+
+    proto.close(&session);
+    finish(&mut ws, close).instrument(span).await;
+    debug!(session = %session.client.session_id, "presence client disconnected");
 }
 
 /// How the loop ended, and what close frame (if any) we still owe.
 enum Ending {
     /// The peer closed or the socket failed; nothing more to send.
     Gone,
-    /// The library already queued its close frame (protocol error); flush it.
+    /// The library already queued its close frame (a protocol error, or the
+    /// reply to the peer's close); flush it.
     FlushLibraryClose,
     /// We close with this code and reason.
     Close(CloseCode, &'static str),
 }
 
-async fn run<S>(
+async fn run<S, E>(
     ws: &mut WebSocketStream<S>,
-    proto: &SgcProtocol,
-    session: &mut Session,
+    endpoint: &mut E,
     rx: &mut OutboxReceiver,
     shutdown: &CancellationToken,
 ) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    E: Endpoint,
 {
-    let settings = proto.settings();
-    let qos_on = settings.qos != Qos::AtMostOnce;
-    let mut resend = tokio::time::interval(settings.resend_interval.max(Duration::from_millis(10)));
+    let policy = endpoint.resend();
+    let tick = policy.map_or(Duration::from_secs(3600), |p| p.interval);
+    let mut resend = tokio::time::interval(tick.max(Duration::from_millis(10)));
     let kill = rx.close_signal();
 
     loop {
+        let waiting = policy.is_some() && !endpoint.acks().is_empty();
         tokio::select! {
             biased;
             () = kill.cancelled() => return ending_for(rx.reason()),
             () = shutdown.cancelled() => return Ending::Close(CloseCode::GOING_AWAY, "server shutting down"),
             Some(first) = rx.recv() => {
                 let batch = collect_batch(first, rx);
-                if !track_acks(session, &batch, qos_on) {
+                if policy.is_some() && !track_acks(endpoint.acks(), &batch) {
                     return ending_for(CloseReason::SlowConsumer);
                 }
                 tokio::select! {
@@ -105,9 +218,12 @@ where
             }
             frame = ws.next() => match frame {
                 None => return Ending::Gone,
+                // The library queued its reply; the protocol forgets the
+                // connection before that reply is flushed (module docs).
+                Some(Ok(msg)) if msg.is_close() => return Ending::FlushLibraryClose,
                 Some(Ok(msg)) => {
-                    on_frame(proto, session, &msg);
-                    if let Some(barrier) = session.barrier.take() {
+                    on_frame(endpoint, &msg);
+                    if let Some(barrier) = endpoint.take_barrier() {
                         // Bounded: a peer that never answers is dropped by
                         // the failure timeout, which releases the barrier.
                         let _ = tokio::time::timeout(BARRIER_TIMEOUT, barrier).await;
@@ -115,8 +231,9 @@ where
                 }
                 Some(Err(e)) => return ending_for_error(&e),
             },
-            _ = resend.tick(), if qos_on && session.has_pending_acks() => {
-                let (due, expired) = session.due(Instant::now(), settings.resend_interval, settings.resend_timeout);
+            _ = resend.tick(), if waiting => {
+                let Some(p) = policy else { continue };
+                let (due, expired) = endpoint.acks().due(Instant::now(), p.interval, p.timeout);
                 if expired > 0 {
                     metrics::counter!("wscluster_qos_expired_total").increment(expired as u64);
                 }
@@ -129,14 +246,14 @@ where
     }
 }
 
-fn on_frame(proto: &SgcProtocol, session: &mut Session, msg: &Message) {
+fn on_frame(endpoint: &mut impl Endpoint, msg: &Message) {
     if let Some(text) = msg.as_text() {
         metrics::counter!("wscluster_messages_in_total").increment(1);
-        proto.handle_text(session, text);
+        endpoint.on_text(text);
     } else if msg.is_binary() {
-        proto.handle_binary(session);
+        endpoint.on_binary();
     }
-    // Ping, pong and close are answered by the WebSocket library.
+    // Ping and pong are answered by the WebSocket library.
 }
 
 fn collect_batch(first: Outgoing, rx: &mut OutboxReceiver) -> Vec<Outgoing> {
@@ -153,13 +270,10 @@ fn collect_batch(first: Outgoing, rx: &mut OutboxReceiver) -> Vec<Outgoing> {
 
 /// Records messages that need an acknowledgement; false when the client
 /// lets too many wait (it is then closed as a slow consumer).
-fn track_acks(session: &mut Session, batch: &[Outgoing], qos_on: bool) -> bool {
-    if !qos_on {
-        return true;
-    }
+fn track_acks(acks: &mut PendingAcks, batch: &[Outgoing]) -> bool {
     let now = Instant::now();
     batch.iter().all(|o| match &o.ack_id {
-        Some(id) => session.track(id.clone(), o.bytes.clone(), now),
+        Some(id) => acks.track(id.clone(), o.bytes.clone(), now),
         None => true,
     })
 }

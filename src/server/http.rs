@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/cluster", get(cluster))
         .route("/metrics", get(metrics_text))
+        .merge(super::api::router(state.clone()))
         .fallback(websocket)
         .with_state(state)
 }
@@ -65,7 +66,9 @@ async fn websocket(
         return (StatusCode::NOT_FOUND, "not found; connect with a websocket client\n")
             .into_response();
     }
-    let (speaks, accept) = match upgrade::negotiate(req.headers()) {
+    let served =
+        if state.presence.is_some() { upgrade::SERVED_WITH_PRESENCE } else { upgrade::SERVED };
+    let (speaks, accept) = match upgrade::negotiate(req.headers(), served) {
         Ok(ok) => ok,
         Err(refused) => {
             metrics::counter!("wscluster_handshake_refused_total").increment(1);
@@ -82,6 +85,10 @@ async fn websocket(
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    if state.sgc.hub().connection_count() >= state.max_connections {
+        metrics::counter!("wscluster_refused_total", "reason" => "max_connections").increment(1);
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+    }
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
@@ -95,6 +102,13 @@ async fn websocket(
             (true, _) => connection::serve_echo(ws).await,
             (false, Speaks::Sgc { .. }) => {
                 connection::serve_sgc(ws, task_state.sgc, Some(remote), task_state.shutdown).await;
+            }
+            (false, Speaks::Presence) => {
+                // Only negotiated when a presence protocol is served.
+                if let Some(presence) = task_state.presence {
+                    let shutdown = task_state.shutdown;
+                    connection::serve_presence(ws, presence, Some(remote), shutdown).await;
+                }
             }
         }
     });

@@ -5,6 +5,7 @@
 //! `/readyz`, `/cluster`). [`ServerHandle::shutdown`] stops accepting,
 //! closes every client with 1001 and waits, bounded, for them to go.
 
+pub mod api;
 pub mod connection;
 pub mod http;
 pub mod metrics;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -23,20 +25,39 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::hub::outbox::CloseReason;
+use crate::presence::PresenceProtocol;
 use crate::sgc::SgcProtocol;
 
 /// How the server listens and what it accepts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The WebSocket and HTTP listen address (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
     /// Largest WebSocket message accepted, in bytes; larger ones close the
     /// connection with 1009 (default 1 MiB).
     pub max_message_size: usize,
+    /// Most open WebSocket connections; more are refused with HTTP 503.
+    pub max_connections: usize,
     /// How long shutdown waits for clients to finish closing.
     pub drain_timeout: Duration,
+    /// Key of the HTTP API; `None` turns the API off.
+    pub api_key: Option<String>,
     /// Serve a plain echo instead of the protocols (conformance testing).
     pub echo: bool,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    // Written by hand so the API key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_connections", &self.max_connections)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("echo", &self.echo)
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -44,7 +65,9 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_message_size: 1 << 20,
+            max_connections: 100_000,
             drain_timeout: Duration::from_secs(5),
+            api_key: None,
             echo: false,
         }
     }
@@ -60,6 +83,11 @@ pub trait Status: Send + Sync {
     /// Other nodes currently linked or heard from.
     fn connected_peer_count(&self) -> usize {
         0
+    }
+    /// Channels with subscriber counts across the cluster; `None` when
+    /// not clustered (the server then counts its own).
+    fn channel_counts(&self) -> BoxFuture<'_, Option<crate::cluster::core::ChannelCounts>> {
+        Box::pin(async { None })
     }
 }
 
@@ -80,10 +108,13 @@ impl Status for Standalone {
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) sgc: SgcProtocol,
+    pub(crate) presence: Option<PresenceProtocol>,
     pub(crate) status: Arc<dyn Status>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) max_message_size: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) api_key: Option<std::sync::Arc<str>>,
     pub(crate) echo: bool,
 }
 
@@ -91,13 +122,21 @@ pub struct AppState {
 pub struct Server {
     config: ServerConfig,
     sgc: SgcProtocol,
+    presence: Option<PresenceProtocol>,
     status: Arc<dyn Status>,
 }
 
 impl Server {
     /// A server speaking `sgc` with the given configuration.
     pub fn new(config: ServerConfig, sgc: SgcProtocol) -> Self {
-        Self { config, sgc, status: Arc::new(Standalone) }
+        Self { config, sgc, presence: None, status: Arc::new(Standalone) }
+    }
+
+    /// Also serves the presence protocol, to clients that offer
+    /// `presence.esegece.com`.
+    pub fn with_presence(mut self, presence: PresenceProtocol) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// Reports readiness and cluster state from `status` (the cluster).
@@ -120,10 +159,13 @@ impl Server {
 
         let state = AppState {
             sgc: self.sgc.clone(),
+            presence: self.presence.clone(),
             status: self.status,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             max_message_size: self.config.max_message_size,
+            max_connections: self.config.max_connections,
+            api_key: self.config.api_key.as_deref().map(Into::into),
             echo: self.config.echo,
         };
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -144,6 +186,7 @@ impl Server {
         Ok(ServerHandle {
             local_addr,
             sgc: self.sgc,
+            presence: self.presence,
             shutdown,
             tasks,
             join,
@@ -156,6 +199,7 @@ impl Server {
 pub struct ServerHandle {
     local_addr: SocketAddr,
     sgc: SgcProtocol,
+    presence: Option<PresenceProtocol>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     join: JoinHandle<()>,
@@ -173,12 +217,20 @@ impl ServerHandle {
         &self.sgc
     }
 
+    /// The presence protocol served, if any.
+    pub fn presence(&self) -> Option<&PresenceProtocol> {
+        self.presence.as_ref()
+    }
+
     /// Stops accepting, closes every client with 1001 and waits for their
     /// tasks, at most the drain timeout.
     pub async fn shutdown(self) {
         info!("shutting down");
         self.shutdown.cancel();
         self.sgc.hub().close_all(CloseReason::GoingAway);
+        if let Some(presence) = &self.presence {
+            presence.hub().close_all(CloseReason::GoingAway);
+        }
         self.tasks.close();
 
         if tokio::time::timeout(self.drain, self.tasks.wait()).await.is_err() {

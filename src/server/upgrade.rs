@@ -8,7 +8,7 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use sha1::{Digest, Sha1};
 
-use crate::sgc;
+use crate::{presence, sgc};
 
 /// The protocol a connection will speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,9 @@ pub enum Speaks {
         /// Whether the client offered `esegece.com`.
         echo_header: bool,
     },
+    /// The presence protocol (always named in the reply: it is only chosen
+    /// when offered).
+    Presence,
 }
 
 /// Why an upgrade request was refused, with the HTTP answer it gets.
@@ -30,8 +33,11 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// Sub-protocols this server serves, in order of preference.
+/// Sub-protocols a server serves when it runs only the sgc protocol.
 pub const SERVED: &[&str] = &[sgc::SUBPROTOCOL];
+
+/// Sub-protocols a server serves when it runs the presence protocol too.
+pub const SERVED_WITH_PRESENCE: &[&str] = &[sgc::SUBPROTOCOL, presence::SUBPROTOCOL];
 
 /// True when the request asks for a WebSocket upgrade at all.
 pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
@@ -47,8 +53,10 @@ pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
         && has_token(header::CONNECTION, "upgrade")
 }
 
-/// Checks the handshake headers and picks the sub-protocol.
-pub fn negotiate(headers: &HeaderMap) -> Result<(Speaks, String), Refused> {
+/// Checks the handshake headers and picks the sub-protocol: the first one
+/// the client offered that is in `served`. A client that offers none gets
+/// the sgc protocol.
+pub fn negotiate(headers: &HeaderMap, served: &[&str]) -> Result<(Speaks, String), Refused> {
     let refuse = |status, reason: String| Err(Refused { status, reason });
 
     let version = headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok());
@@ -71,17 +79,19 @@ pub fn negotiate(headers: &HeaderMap) -> Result<(Speaks, String), Refused> {
         .filter(|t| !t.is_empty())
         .collect();
 
-    let speaks = if offered.is_empty() {
-        Speaks::Sgc { echo_header: false }
-    } else if offered.contains(&sgc::SUBPROTOCOL) {
-        Speaks::Sgc { echo_header: true }
-    } else {
-        let reason = format!(
-            "unsupported sub-protocol {}; this server speaks: {}",
-            offered.join(", "),
-            SERVED.join(", ")
-        );
-        return refuse(StatusCode::BAD_REQUEST, reason);
+    let chosen = offered.iter().find(|token| served.contains(token));
+    let speaks = match chosen {
+        None if offered.is_empty() => Speaks::Sgc { echo_header: false },
+        Some(&token) if token == presence::SUBPROTOCOL => Speaks::Presence,
+        Some(_) => Speaks::Sgc { echo_header: true },
+        None => {
+            let reason = format!(
+                "unsupported sub-protocol {}; this server speaks: {}",
+                offered.join(", "),
+                served.join(", ")
+            );
+            return refuse(StatusCode::BAD_REQUEST, reason);
+        }
     };
     Ok((speaks, accept_key(key.trim())))
 }
@@ -101,6 +111,7 @@ pub fn protocol_header(speaks: Speaks) -> Option<HeaderValue> {
     match speaks {
         Speaks::Sgc { echo_header: true } => Some(HeaderValue::from_static(sgc::SUBPROTOCOL)),
         Speaks::Sgc { echo_header: false } => None,
+        Speaks::Presence => Some(HeaderValue::from_static(presence::SUBPROTOCOL)),
     }
 }
 
@@ -125,20 +136,50 @@ mod tests {
 
     #[test]
     fn no_subprotocol_gets_sgc_without_echo() {
-        let (speaks, _) = negotiate(&headers(None)).unwrap();
+        let (speaks, _) = negotiate(&headers(None), SERVED).unwrap();
         assert_eq!(speaks, Speaks::Sgc { echo_header: false });
     }
 
     #[test]
     fn offering_sgc_among_others_gets_it_echoed() {
-        let (speaks, _) = negotiate(&headers(Some("chat, esegece.com"))).unwrap();
+        let (speaks, _) = negotiate(&headers(Some("chat, esegece.com")), SERVED).unwrap();
         assert_eq!(speaks, Speaks::Sgc { echo_header: true });
     }
 
     #[test]
     fn only_unknown_subprotocols_are_refused_naming_ours() {
-        let r = negotiate(&headers(Some("chat, mqtt"))).unwrap_err();
+        let r = negotiate(&headers(Some("chat, mqtt")), SERVED).unwrap_err();
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert!(r.reason.contains("esegece.com"), "{}", r.reason);
+    }
+
+    #[test]
+    fn presence_is_chosen_when_offered_and_served() {
+        let (speaks, _) =
+            negotiate(&headers(Some("chat, presence.esegece.com")), SERVED_WITH_PRESENCE).unwrap();
+        assert_eq!(speaks, Speaks::Presence);
+        assert_eq!(protocol_header(speaks), Some(HeaderValue::from_static("presence.esegece.com")));
+    }
+
+    #[test]
+    fn a_client_offering_both_gets_the_first_it_listed() {
+        let both = SERVED_WITH_PRESENCE;
+        let (first, _) =
+            negotiate(&headers(Some("presence.esegece.com, esegece.com")), both).unwrap();
+        assert_eq!(first, Speaks::Presence);
+        let (first, _) =
+            negotiate(&headers(Some("esegece.com, presence.esegece.com")), both).unwrap();
+        assert_eq!(first, Speaks::Sgc { echo_header: true });
+        let (none, _) = negotiate(&headers(None), both).unwrap();
+        assert_eq!(none, Speaks::Sgc { echo_header: false }, "no sub-protocol still means sgc");
+    }
+
+    #[test]
+    fn presence_is_refused_where_it_is_not_served() {
+        let r = negotiate(&headers(Some("presence.esegece.com")), SERVED).unwrap_err();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let (speaks, _) =
+            negotiate(&headers(Some("presence.esegece.com, esegece.com")), SERVED).unwrap();
+        assert_eq!(speaks, Speaks::Sgc { echo_header: true });
     }
 }

@@ -64,7 +64,7 @@ impl SgcProtocol {
             self.send(s, wire::ack(id));
         }
         if let Err(r) = self.dispatch(s, &req) {
-            self.send(s, wire::error(r.code, &r.message, r.data, req.id.as_ref()));
+            self.send(s, wire::error_reply(r.code, &r.message, r.data, &req));
         }
     }
 
@@ -124,7 +124,8 @@ impl SgcProtocol {
     fn subscribe(&self, s: &mut Session, req: &Request) -> Outcome {
         let channel = self.channel_param(req, true)?;
         let limit = self.settings().max_subscriptions;
-        if self.hub().subscription_count(s.conn) >= limit {
+        // Subscribing again adds nothing, so the limit does not refuse it.
+        if self.hub().subscription_count(s.conn) >= limit && !self.hub().holds(s.conn, channel) {
             metrics::counter!("wscluster_refused_total", "reason" => "subscription_limit")
                 .increment(1);
             return Err(Refusal {
@@ -179,8 +180,10 @@ impl SgcProtocol {
 
     fn broadcast_request(&self, s: &mut Session, req: &Request) -> Outcome {
         message_param(req)?;
+        // sgc clients send `"channel": ""` for a broadcast to everyone.
         match req.param("channel") {
             None | Some(Value::Null) => self.run(s, req),
+            Some(Value::String(c)) if c.is_empty() => self.run(s, req),
             Some(_) => {
                 let channel = self.channel_param(req, false)?;
                 self.hold_or_run(s, channel, req)
@@ -212,14 +215,14 @@ impl SgcProtocol {
     /// Runs a message a commit released, answering any refusal by its id.
     fn handle_held(&self, s: &mut Session, req: &Request) {
         if let Err(r) = self.run(s, req) {
-            self.send(s, wire::error(r.code, &r.message, r.data, req.id.as_ref()));
+            self.send(s, wire::error_reply(r.code, &r.message, r.data, req));
         }
     }
 
     /// Publishes or broadcasts a validated request.
     fn run(&self, s: &mut Session, req: &Request) -> Outcome {
         let mut message = message_param(req)?.clone();
-        let channel = req.param_str("channel");
+        let channel = req.param_str("channel").filter(|c| !c.is_empty());
 
         if req.method == "sgc@publish" {
             let channel = channel.unwrap_or_default();
@@ -276,22 +279,8 @@ impl SgcProtocol {
         let Some(channel) = req.param_str("channel") else {
             return Err(Refusal::params("invalid params: channel missing or not a string"));
         };
-        if channel.is_empty() {
-            return Err(Refusal::params("invalid params: channel is empty"));
-        }
-        let max = self.settings().max_channel_len;
-        if channel.len() > max {
-            metrics::counter!("wscluster_refused_total", "reason" => "channel_length").increment(1);
-            return Err(Refusal::params(format!(
-                "invalid params: channel longer than {max} bytes"
-            )));
-        }
-        if channel.chars().any(|c| c <= '\u{1f}') {
-            return Err(Refusal::params("invalid params: channel contains control characters"));
-        }
-        if !allow_pattern && channel.contains('*') {
-            return Err(Refusal::params("invalid params: cannot publish to a pattern"));
-        }
+        super::channel::check(channel, self.settings().max_channel_len, allow_pattern)
+            .map_err(|e| Refusal::params(format!("invalid params: {e}")))?;
         Ok(channel)
     }
 

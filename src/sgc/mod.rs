@@ -9,6 +9,7 @@
 //! ones through [`SgcProtocol::deliver`]; nothing else here knows about
 //! clustering.
 
+pub mod channel;
 pub mod handler;
 pub mod hooks;
 pub mod publication;

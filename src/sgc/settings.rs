@@ -59,9 +59,9 @@ impl Default for SgcSettings {
             resend_interval: Duration::from_secs(5),
             resend_timeout: Duration::from_secs(60),
             hub: HubLimits {
-                // 1,024 messages or 4 MiB, whichever fills first: a client
+                // 8,192 messages or 4 MiB, whichever fills first: a client
                 // this far behind is closed as slow rather than buffered.
-                outbound_messages: 1024,
+                outbound_messages: 8192,
                 outbound_bytes: 4 << 20,
                 kept_per_channel: 100,
                 kept_max_channels: 10_000,

@@ -155,6 +155,22 @@ pub fn event(method: &str, channel: &str, message: &Value, ack_id: Option<&Arc<s
 
 /// A JSON-RPC error answer.
 pub fn error(code: i64, message: &str, data: Option<Value>, id: Option<&Value>) -> Bytes {
+    error_envelope(code, message, data, id, None)
+}
+
+/// A JSON-RPC error answering `req`: like any direct reply it carries the
+/// request's id and top-level qos.
+pub fn error_reply(code: i64, message: &str, data: Option<Value>, req: &Request) -> Bytes {
+    error_envelope(code, message, data, req.id.as_ref(), req.qos.as_deref())
+}
+
+fn error_envelope(
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+    id: Option<&Value>,
+    qos: Option<&str>,
+) -> Bytes {
     #[derive(Serialize)]
     struct ErrorBody<'a> {
         code: i64,
@@ -166,9 +182,11 @@ pub fn error(code: i64, message: &str, data: Option<Value>, id: Option<&Value>) 
     struct ErrorEnvelope<'a> {
         jsonrpc: &'static str,
         error: ErrorBody<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        qos: Option<&'a str>,
         id: Option<&'a Value>,
     }
-    encode(&ErrorEnvelope { jsonrpc: "2.0", error: ErrorBody { code, message, data }, id })
+    encode(&ErrorEnvelope { jsonrpc: "2.0", error: ErrorBody { code, message, data }, qos, id })
 }
 
 /// An RPC result carrying the application's value.
@@ -245,5 +263,15 @@ mod tests {
         let v = as_json(error(code::PARSE_ERROR, "parse error", None, None));
         assert_eq!(v["id"], Value::Null);
         assert_eq!(v["error"]["code"], json!(-32700));
+    }
+
+    #[test]
+    fn error_replies_carry_the_request_id_and_qos() {
+        let r = parse(r#"{"jsonrpc":"2.0","method":"m","id":"1","qos":"qosLevel1"}"#).unwrap();
+        let v = as_json(error_reply(code::METHOD_NOT_FOUND, "no", None, &r));
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","error":{"code":-32601,"message":"no"},"qos":"qosLevel1","id":"1"})
+        );
     }
 }

@@ -360,9 +360,17 @@ impl Transport for Mesh {
         self.shared.links().len()
     }
 
+    /// Ready when every configured peer has been tried and none that
+    /// answered refused us: a peer that is down does not hold readiness
+    /// back, but a reachable one we cannot link with (wrong secret, version)
+    /// does, so a misconfigured node never takes traffic while cut off.
     fn ready(&self) -> bool {
         !self.shared.shutdown.is_cancelled()
-            && self.shared.dialers().values().all(|d| !d.configured || d.attempted)
+            && self
+                .shared
+                .dialers()
+                .values()
+                .all(|d| !d.configured || (d.attempted && d.state != "refused"))
     }
 
     fn learn_peers(&self, peers: &[(Arc<str>, String)]) {
