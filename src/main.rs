@@ -62,8 +62,11 @@ async fn run(settings: Settings, echo: bool) -> ExitCode {
     let stop = StopSignals::install();
     let sgc = SgcProtocol::with(sgc_settings(&settings), SgcHooks::default());
 
+    let presence = PresenceProtocol::new();
+
     let cluster = Arc::new(Cluster::new(cluster_config(&settings)));
     cluster.attach(&sgc);
+    cluster.attach(&presence);
     if let Err(e) = cluster.start().await {
         error!(error = %e, "cannot start the cluster");
         return ExitCode::FAILURE;
@@ -81,7 +84,6 @@ async fn run(settings: Settings, echo: bool) -> ExitCode {
         echo,
     };
     let status: Arc<dyn Status> = cluster.clone();
-    let presence = PresenceProtocol::new();
     let server = Server::new(config, sgc).with_presence(presence).with_status(status);
     let handle = match server.start().await {
         Ok(h) => h,

@@ -8,6 +8,7 @@
 
 use crate::sync;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use std::time::Duration;
@@ -22,6 +23,9 @@ use super::interest::RemoteInterest;
 use super::transport::{Target, Transport};
 use crate::hub::kept::QueueLevel;
 use crate::hub::subscriptions::InterestChange;
+use crate::presence::{
+    Invitation, PresenceDelta, PresenceMessage, PresenceProtocol, PresenceRelay,
+};
 use crate::sgc::{Barrier, Kind, Publication, Relay, SgcProtocol};
 
 /// Shared state of one node's cluster membership.
@@ -32,6 +36,11 @@ pub struct Core {
     /// transport keeps sequence order equal to send order on every link.
     send_lock: Mutex<u64>,
     sgc: RwLock<Option<SgcProtocol>>,
+    presence: RwLock<Option<PresenceProtocol>>,
+    /// Counts this node's presence changes; advanced under the send lock.
+    pseq: AtomicU64,
+    /// Last presence sequence seen per origin: (incarnation, pseq).
+    presence_seen: Mutex<HashMap<Arc<str>, (u64, u64)>>,
     transport: RwLock<Option<Arc<dyn Transport>>>,
     interest: RwLock<RemoteInterest>,
     dedup: Mutex<Dedup>,
@@ -51,6 +60,9 @@ impl Core {
             incarnation: now_us(),
             send_lock: Mutex::new(0),
             sgc: RwLock::new(None),
+            presence: RwLock::new(None),
+            pseq: AtomicU64::new(0),
+            presence_seen: Mutex::default(),
             transport: RwLock::new(None),
             interest: RwLock::default(),
             live: Mutex::default(),
@@ -86,6 +98,14 @@ impl Core {
 
     pub(crate) fn set_transport(&self, t: Option<Arc<dyn Transport>>) {
         *sync::write(&self.transport) = t;
+    }
+
+    pub(crate) fn set_presence(&self, presence: Option<PresenceProtocol>) {
+        *sync::write(&self.presence) = presence;
+    }
+
+    fn presence(&self) -> Option<PresenceProtocol> {
+        sync::read(&self.presence).clone()
     }
 
     fn sgc(&self) -> Option<SgcProtocol> {
@@ -134,26 +154,32 @@ impl Core {
         }
     }
 
-    /// Sends this node's state (its interest) to `to`, or to every node.
+    /// Sends this node's state (its interest and its presence members) to
+    /// `to`, or to every node.
     pub fn announce(&self, to: Option<&Arc<str>>) {
-        let target = match to {
+        let target = || match to {
             Some(peer) => TargetOwned::Nodes(vec![peer.clone()]),
             None => TargetOwned::All,
         };
         let sgc = self.sgc();
-        self.send_with(
-            || target,
-            || Body::InterestSnapshot {
-                names: sgc.map(|s| s.hub().interest()).unwrap_or_default(),
-            },
-        );
+        self.send_with(target, || Body::InterestSnapshot {
+            names: sgc.map(|s| s.hub().interest()).unwrap_or_default(),
+        });
+        if let Some(presence) = self.presence() {
+            // Taken under the send lock with the presence sequence, so the
+            // snapshot covers every delta numbered up to `pseq`.
+            self.send_with(target, || Body::PresenceSnapshot {
+                pseq: self.pseq.load(Ordering::Acquire),
+                snapshot: presence.snapshot_local(),
+            });
+        }
     }
 
     /// Channels and subscriber counts summed over every live node. Nodes
     /// that do not answer within `timeout` are left out.
-    pub async fn channel_counts(&self, timeout: Duration) -> Vec<(Arc<str>, usize)> {
+    pub async fn channel_counts(&self, timeout: Duration) -> ChannelCounts {
         let mut totals: HashMap<Arc<str>, usize> = HashMap::new();
-        let mut add = |channels: Vec<(Arc<str>, usize)>| {
+        let mut add = |channels: ChannelCounts| {
             for (name, n) in channels {
                 *totals.entry(name).or_default() += n;
             }
@@ -196,6 +222,12 @@ impl Core {
     /// `peer` is gone (left, timed out, link lost): forget what it wanted.
     pub fn peer_down(&self, peer: &Arc<str>, reason: &str) {
         let was_live = sync::lock(&self.live).remove(peer);
+        sync::lock(&self.presence_seen).remove(peer);
+        if let Some(presence) = self.presence() {
+            // Its members go now, each with its notices, never to return
+            // unless the node announces them again.
+            presence.remove_node(peer);
+        }
         sync::write(&self.interest).forget(peer);
         sync::lock(&self.barriers).peer_gone(peer);
         if was_live {
@@ -205,6 +237,11 @@ impl Core {
                 reason: reason.to_owned(),
             });
         }
+    }
+
+    /// The peers currently counted as live.
+    pub fn live_peers(&self) -> Vec<Arc<str>> {
+        sync::lock(&self.live).iter().cloned().collect()
     }
 
     /// Whether `peer` is currently counted as live.
@@ -264,6 +301,37 @@ impl Core {
                 sync::write(&self.interest).remove(&env.origin, &name);
                 "interest"
             }
+            Body::PresenceDelta { pseq, delta } => {
+                if self.presence_gap(&env.origin, env.incarnation, pseq) {
+                    // Apply it anyway (deltas are keyed by holder) and ask
+                    // for the full picture to cover what was missed.
+                    let to = vec![env.origin.clone()];
+                    self.send_with(|| TargetOwned::Nodes(to), || Body::SyncRequest);
+                }
+                if let Some(presence) = self.presence() {
+                    presence.apply_remote(&env.origin, &delta);
+                }
+                "presence"
+            }
+            Body::PresenceSnapshot { pseq, snapshot } => {
+                sync::lock(&self.presence_seen).insert(env.origin.clone(), (env.incarnation, pseq));
+                if let Some(presence) = self.presence() {
+                    presence.replace_node(&env.origin, &snapshot);
+                }
+                "presence"
+            }
+            Body::PresenceMessage { message } => {
+                if let Some(presence) = self.presence() {
+                    presence.deliver_message(&message);
+                }
+                "presence"
+            }
+            Body::PresenceInvitation { invitation } => {
+                if let Some(presence) = self.presence() {
+                    presence.deliver_invitation(&invitation);
+                }
+                "presence"
+            }
             Body::Heartbeat => return,
             Body::ChannelsQuery { token } => {
                 let channels = self.sgc().map(|s| s.hub().channel_counts()).unwrap_or_default();
@@ -299,6 +367,20 @@ impl Core {
         if self.events.receiver_count() > 0 {
             self.emit(ClusterEvent::Message { origin: env.origin, kind });
         }
+    }
+
+    /// Records presence sequence `pseq` from `origin`; true when some
+    /// earlier one never arrived.
+    fn presence_gap(&self, origin: &Arc<str>, incarnation: u64, pseq: u64) -> bool {
+        let mut seen = sync::lock(&self.presence_seen);
+        let gap = match seen.get(origin) {
+            Some(&(inc, last)) if inc == incarnation => pseq > last + 1,
+            // Nothing known of this incarnation yet: its snapshot is coming.
+            _ => false,
+        };
+        let last = seen.get(origin).filter(|(inc, _)| *inc == incarnation).map_or(0, |e| e.1);
+        seen.insert(origin.clone(), (incarnation, last.max(pseq)));
+        gap
     }
 
     /// The nodes a publication must reach. Kept events and channel-less
@@ -363,6 +445,34 @@ impl Relay for CoreRelay {
             },
         );
         barrier
+    }
+}
+
+/// The relay the presence protocol hands its changes to.
+pub struct CorePresenceRelay(pub Arc<Core>);
+
+impl PresenceRelay for CorePresenceRelay {
+    fn delta(&self, delta: &PresenceDelta) {
+        let core = &self.0;
+        core.send_with(
+            || TargetOwned::All,
+            || Body::PresenceDelta {
+                pseq: core.pseq.fetch_add(1, Ordering::AcqRel) + 1,
+                delta: delta.clone(),
+            },
+        );
+    }
+
+    fn publish(&self, message: &PresenceMessage) {
+        self.0
+            .send_with(|| TargetOwned::All, || Body::PresenceMessage { message: message.clone() });
+    }
+
+    fn invitation(&self, invitation: &Invitation) {
+        self.0.send_with(
+            || TargetOwned::All,
+            || Body::PresenceInvitation { invitation: invitation.clone() },
+        );
     }
 }
 

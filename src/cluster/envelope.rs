@@ -11,6 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::presence::relay::{Invitation, PresenceMessage};
+use crate::presence::{PresenceDelta, PresenceSnapshot};
 use crate::sgc::Publication;
 
 /// One message between nodes.
@@ -64,6 +66,31 @@ pub enum Body {
     InterestRemoved {
         /// Channel or pattern.
         name: Arc<str>,
+    },
+    /// A change of the origin's own presence members. `pseq` counts the
+    /// origin's presence changes, so a receiver notices one it missed.
+    PresenceDelta {
+        /// Presence sequence of the origin.
+        pseq: u64,
+        /// The change.
+        delta: PresenceDelta,
+    },
+    /// Everything the origin's connections hold, as of `pseq`.
+    PresenceSnapshot {
+        /// Presence sequence of the origin when the snapshot was taken.
+        pseq: u64,
+        /// The members.
+        snapshot: PresenceSnapshot,
+    },
+    /// A presence `publish@msg` from one of the origin's members.
+    PresenceMessage {
+        /// The message.
+        message: PresenceMessage,
+    },
+    /// A presence invitation from one of the origin's members.
+    PresenceInvitation {
+        /// The invitation.
+        invitation: Invitation,
     },
     /// The origin is alive (and, through Redis, its own probe).
     Heartbeat,

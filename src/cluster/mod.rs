@@ -32,8 +32,9 @@ pub use config::{ClusterConfig, Engine};
 const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 pub use events::ClusterEvent;
 
-use self::core::{Core, CoreRelay};
+use self::core::{Core, CorePresenceRelay, CoreRelay};
 use self::redis::RedisEngine;
+use crate::presence::PresenceProtocol;
 use crate::server::Status;
 use crate::sgc::SgcProtocol;
 use mesh::Mesh;
@@ -44,11 +45,19 @@ use transport::Transport;
 pub enum Protocol {
     /// The sgc protocol.
     Sgc(SgcProtocol),
+    /// The presence protocol.
+    Presence(PresenceProtocol),
 }
 
 impl From<&SgcProtocol> for Protocol {
     fn from(p: &SgcProtocol) -> Self {
         Self::Sgc(p.clone())
+    }
+}
+
+impl From<&PresenceProtocol> for Protocol {
+    fn from(p: &PresenceProtocol) -> Self {
+        Self::Presence(p.clone())
     }
 }
 
@@ -104,7 +113,8 @@ impl Cluster {
         self.config.engine
     }
 
-    /// Clusters `protocol`: its publications reach every node.
+    /// Clusters `protocol`: its traffic reaches every node. Attaching a
+    /// protocol while the cluster runs announces its state to the peers.
     pub fn attach(&self, protocol: impl Into<Protocol>) {
         let protocol = protocol.into();
         match &protocol {
@@ -112,19 +122,37 @@ impl Cluster {
                 self.core.set_sgc(Some(sgc.clone()));
                 sgc.set_relay(Some(Arc::new(CoreRelay(self.core.clone()))));
             }
+            Protocol::Presence(presence) => {
+                self.core.set_presence(Some(presence.clone()));
+                presence.set_relay(Some(Arc::new(CorePresenceRelay(self.core.clone()))));
+            }
         }
         sync::lock(&self.attached).push(protocol);
+        if self.transport().is_some() {
+            self.core.announce(None);
+        }
     }
 
-    /// Returns `protocol` to single-node behaviour.
+    /// Returns `protocol` to single-node behaviour: it stops relaying and
+    /// stops receiving from the other nodes.
     pub fn detach(&self, protocol: impl Into<Protocol>) {
-        match protocol.into() {
+        let protocol = protocol.into();
+        match &protocol {
             Protocol::Sgc(sgc) => {
                 sgc.set_relay(None);
                 self.core.set_sgc(None);
-                sync::lock(&self.attached).retain(|p| !matches!(p, Protocol::Sgc(_)));
+            }
+            Protocol::Presence(presence) => {
+                presence.set_relay(None);
+                self.core.set_presence(None);
+                // The other nodes' members are no longer ours to show.
+                for peer in self.core.live_peers() {
+                    presence.remove_node(&peer);
+                }
             }
         }
+        let same = |p: &Protocol| std::mem::discriminant(p) == std::mem::discriminant(&protocol);
+        sync::lock(&self.attached).retain(|p| !same(p));
     }
 
     /// Brings the backplane up.

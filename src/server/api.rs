@@ -151,8 +151,20 @@ async fn channels(State(state): State<AppState>) -> Response {
     Json(json!({ "channels": list })).into_response()
 }
 
-async fn presence(axum::extract::Path(_channel): axum::extract::Path<String>) -> Response {
-    error(StatusCode::NOT_FOUND, "presence is not served by this node").into_response()
+async fn presence(
+    State(state): State<AppState>,
+    axum::extract::Path(channel): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(presence) = &state.presence else {
+        return Err(error(StatusCode::NOT_FOUND, "presence is not served by this node"));
+    };
+    // The roster is the union of every live node, so this node can answer.
+    let members = presence.channel_members(&channel).unwrap_or_default();
+    let list: Vec<Value> = members
+        .into_iter()
+        .map(|m| json!({ "id": m.id, "name": m.name, "info": m.info }))
+        .collect();
+    Ok(Json(json!({ "channel": channel, "members": list })).into_response())
 }
 
 #[cfg(test)]

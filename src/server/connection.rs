@@ -38,6 +38,11 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// The same for a slow consumer: what was already written to its socket
+/// must drain before the 1008 close frame can reach it, and a client that
+/// is merely slow deserves to see why it was cut off. Still bounded.
+const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(10);
+
 /// When unacknowledged messages are re-sent and given up.
 #[derive(Debug, Clone, Copy)]
 struct Resend {
@@ -310,11 +315,16 @@ fn ending_for_error(e: &WsError) -> Ending {
 }
 
 /// Sends our close frame (or flushes the library's) and waits briefly for
-/// the peer's, so clients see a clean close code. Bounded by [`CLOSE_GRACE`].
+/// the peer's, so clients see a clean close code. Bounded by [`CLOSE_GRACE`]
+/// (or [`SLOW_CLOSE_GRACE`] for a slow consumer).
 async fn finish<S>(ws: &mut WebSocketStream<S>, ending: Ending)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let grace = match ending {
+        Ending::Close(CloseCode::POLICY_VIOLATION, _) => SLOW_CLOSE_GRACE,
+        _ => CLOSE_GRACE,
+    };
     let closing = async {
         match ending {
             Ending::Gone => return,
@@ -328,7 +338,7 @@ where
         }
         while let Some(Ok(_)) = ws.next().await {}
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+    let _ = tokio::time::timeout(grace, closing).await;
 }
 
 /// Echoes every text and binary message back; used only by the WebSocket

@@ -18,8 +18,8 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::MeshShared;
 use super::handshake::{self, Handshake, HandshakeError};
+use super::{MeshShared, Registered};
 use crate::cluster::envelope::{Body, Envelope};
 
 /// How long a handshake may take.
@@ -34,6 +34,8 @@ type LinkIo = Framed<TcpStream, LengthDelimitedCodec>;
 pub struct Established {
     /// The peer's node id.
     pub peer: Arc<str>,
+    /// The peer's incarnation (its process start).
+    pub peer_incarnation: u64,
     /// The peer's link address, for gossip.
     pub peer_listen: String,
     io: LinkIo,
@@ -46,6 +48,8 @@ pub struct LinkHandle {
     pub id: u64,
     /// The node that dialled this link (the tie-breaker for duplicates).
     pub dialer: Arc<str>,
+    /// The peer's incarnation on this link.
+    pub incarnation: u64,
     /// The peer's link address.
     pub addr: String,
     /// Encoded envelopes waiting to be written.
@@ -87,13 +91,13 @@ async fn exchange(mut io: LinkIo, mesh: &MeshShared) -> Result<Established, Hand
     };
     send_hs(&mut io, &hello).await?;
 
-    let (peer, their_nonce, peer_listen) = match recv_hs(&mut io).await? {
-        Handshake::Hello { version, node_id, nonce, listen, .. } => {
+    let (peer, peer_incarnation, their_nonce, peer_listen) = match recv_hs(&mut io).await? {
+        Handshake::Hello { version, node_id, nonce, listen, incarnation } => {
             if let Err(e) = handshake::check_hello(&me, version, &node_id) {
                 refuse(&mut io, &e).await;
                 return Err(e);
             }
-            (node_id, nonce, listen)
+            (node_id, incarnation, nonce, listen)
         }
         Handshake::Refuse { reason } => return Err(HandshakeError::RefusedByPeer(reason)),
         Handshake::Proof { .. } => return Err(HandshakeError::Unexpected),
@@ -111,7 +115,7 @@ async fn exchange(mut io: LinkIo, mesh: &MeshShared) -> Result<Established, Hand
         Handshake::Refuse { reason } => return Err(HandshakeError::RefusedByPeer(reason)),
         Handshake::Hello { .. } => return Err(HandshakeError::Unexpected),
     }
-    Ok(Established { peer: peer.into(), peer_listen, io })
+    Ok(Established { peer: peer.into(), peer_incarnation, peer_listen, io })
 }
 
 async fn send_hs(io: &mut LinkIo, frame: &Handshake) -> Result<(), HandshakeError> {
@@ -138,12 +142,20 @@ pub async fn run(link: Established, mesh: Arc<MeshShared>, dialer: Arc<str>) -> 
     let handle = LinkHandle {
         id: mesh.next_link_id(),
         dialer,
+        incarnation: link.peer_incarnation,
         addr: link.peer_listen.clone(),
         tx,
         close: mesh.shutdown.child_token(),
     };
-    if !mesh.register(&link.peer, handle.clone()) {
-        return "duplicate link".into();
+    match mesh.register(&link.peer, handle.clone()) {
+        Registered::Duplicate => return "duplicate link".into(),
+        Registered::Stale => return "link from an older incarnation".into(),
+        Registered::Restarted => {
+            // The old process is gone even if its link has not noticed:
+            // clean up after it before the new one announces itself.
+            mesh.core.peer_down(&link.peer, "restarted");
+        }
+        Registered::Kept => {}
     }
     mesh.core.peer_up(&link.peer);
     mesh.gossip();

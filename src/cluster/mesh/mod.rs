@@ -45,6 +45,19 @@ struct Dialer {
     state: &'static str,
 }
 
+/// What registering a new link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// It is the peer's link now.
+    Kept,
+    /// It replaced the link of the peer's previous incarnation.
+    Restarted,
+    /// A link to the same incarnation already won the tie-break.
+    Duplicate,
+    /// It comes from an older incarnation than the registered link.
+    Stale,
+}
+
 /// State shared by the listener, the dialers and the links.
 pub struct MeshShared {
     core: Arc<Core>,
@@ -130,20 +143,29 @@ impl MeshShared {
         link::heartbeat(self)
     }
 
-    /// Keeps one link per peer. When both ends dialled, the link dialled by
-    /// the smaller node id wins on both ends. Returns whether `handle` was kept.
-    fn register(&self, peer: &Arc<str>, handle: LinkHandle) -> bool {
+    /// Keeps one link per peer. A newer incarnation replaces an older
+    /// one's link; within one incarnation, when both ends dialled, the link
+    /// dialled by the smaller node id wins on both ends.
+    fn register(&self, peer: &Arc<str>, handle: LinkHandle) -> Registered {
         let mut links = sync::write(&self.links);
+        let mut outcome = Registered::Kept;
         if let Some(existing) = links.get(peer) {
-            let preferred = std::cmp::min(self.core.node_id().clone(), peer.clone());
-            if existing.dialer == preferred || handle.dialer != preferred {
-                debug!(peer = %peer, "duplicate link dropped");
-                return false;
+            if handle.incarnation < existing.incarnation {
+                return Registered::Stale;
+            }
+            if handle.incarnation > existing.incarnation {
+                outcome = Registered::Restarted;
+            } else {
+                let preferred = std::cmp::min(self.core.node_id().clone(), peer.clone());
+                if existing.dialer == preferred || handle.dialer != preferred {
+                    debug!(peer = %peer, "duplicate link dropped");
+                    return Registered::Duplicate;
+                }
             }
             existing.close.cancel();
         }
         links.insert(peer.clone(), handle);
-        true
+        outcome
     }
 
     /// Removes link `id` of `peer` if it is still the registered one.
