@@ -9,7 +9,7 @@
 //! message naming its key.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -130,6 +130,22 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret: Option<String>,
 
+    /// Mesh TLS: this node's certificate chain (PEM). With the key and the
+    /// CA it turns on TLS, verified both ways, on every link.
+    #[arg(long, env = "WSCLUSTER_CLUSTER_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_cert: Option<PathBuf>,
+
+    /// Mesh TLS: this node's private key (PEM).
+    #[arg(long, env = "WSCLUSTER_CLUSTER_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// Mesh TLS: the CA (PEM) that signs every node's certificate.
+    #[arg(long, env = "WSCLUSTER_CLUSTER_TLS_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_ca: Option<PathBuf>,
+
     /// Milliseconds of silence after which a peer is gone [default: 3000].
     #[arg(long, env = "WSCLUSTER_FAILURE_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,6 +221,12 @@ pub struct Settings {
     pub peers: Vec<String>,
     /// See [`Options::cluster_secret`].
     pub cluster_secret: Option<String>,
+    /// See [`Options::cluster_tls_cert`].
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// See [`Options::cluster_tls_key`].
+    pub cluster_tls_key: Option<PathBuf>,
+    /// See [`Options::cluster_tls_ca`].
+    pub cluster_tls_ca: Option<PathBuf>,
     /// See [`Options::failure_timeout_ms`].
     pub failure_timeout_ms: u64,
     /// See [`Options::redis_host`].
@@ -241,6 +263,9 @@ impl Default for Settings {
             cluster_listen: SocketAddr::from(([127, 0, 0, 1], 5410)),
             peers: Vec::new(),
             cluster_secret: None,
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
+            cluster_tls_ca: None,
             failure_timeout_ms: 3000,
             redis_host: "127.0.0.1".into(),
             redis_port: 6379,
@@ -330,6 +355,13 @@ impl Settings {
         if self.failure_timeout_ms < 100 {
             return invalid("failure_timeout_ms", "must be at least 100 ms");
         }
+        let tls = [&self.cluster_tls_cert, &self.cluster_tls_key, &self.cluster_tls_ca];
+        if tls.iter().any(|f| f.is_some()) && !tls.iter().all(|f| f.is_some()) {
+            return invalid(
+                "cluster_tls_cert",
+                "mesh TLS needs all three of cluster_tls_cert, cluster_tls_key and cluster_tls_ca",
+            );
+        }
         if self.redis_channel.is_empty() {
             return invalid("redis_channel", "must not be empty");
         }
@@ -363,6 +395,15 @@ impl Settings {
     /// The failure timeout as a duration.
     pub fn failure_timeout(&self) -> Duration {
         Duration::from_millis(self.failure_timeout_ms)
+    }
+
+    /// The mesh TLS files, when TLS is on.
+    pub fn cluster_tls(&self) -> Option<crate::cluster::mesh::tls::TlsFiles> {
+        Some(crate::cluster::mesh::tls::TlsFiles {
+            cert: self.cluster_tls_cert.clone()?,
+            key: self.cluster_tls_key.clone()?,
+            ca: self.cluster_tls_ca.clone()?,
+        })
     }
 
     /// The Redis URL, built from host and port when none was given.

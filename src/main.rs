@@ -135,6 +135,7 @@ fn cluster_config(s: &Settings) -> ClusterConfig {
         max_message_size: s.max_message_size,
         redis_url: s.effective_redis_url(),
         redis_channel: s.redis_channel.clone(),
+        tls: s.cluster_tls(),
         ..ClusterConfig::default()
     }
 }

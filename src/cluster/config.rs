@@ -47,6 +47,8 @@ pub struct ClusterConfig {
     pub max_message_size: usize,
     /// Frames queued per link before the link is dropped as stalled.
     pub link_queue: usize,
+    /// Mesh: TLS on links, when set.
+    pub tls: Option<super::mesh::tls::TlsFiles>,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +64,7 @@ impl Default for ClusterConfig {
             redis_channel: "wscluster".into(),
             max_message_size: 1 << 20,
             link_queue: 65_536,
+            tls: None,
         }
     }
 }
@@ -77,6 +80,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("failure_timeout", &self.failure_timeout)
             .field("redis_channel", &self.redis_channel)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }

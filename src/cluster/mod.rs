@@ -72,6 +72,9 @@ pub enum ClusterError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The mesh TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] mesh::tls::TlsError),
     /// The Redis URL is not valid.
     #[error("invalid redis url: {0}")]
     RedisUrl(String),
@@ -165,7 +168,11 @@ impl Cluster {
         }
         let running = match self.config.engine {
             Engine::Mesh => {
-                let mesh = Mesh::start(self.core.clone(), self.config.clone())
+                let tls = match &self.config.tls {
+                    Some(files) => Some(mesh::tls::LinkTls::load(files)?),
+                    None => None,
+                };
+                let mesh = Mesh::start(self.core.clone(), self.config.clone(), tls)
                     .await
                     .map_err(|source| ClusterError::Listen { addr: self.config.listen, source })?;
                 let mesh = Arc::new(mesh);

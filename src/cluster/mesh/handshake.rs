@@ -67,6 +67,10 @@ pub enum HandshakeError {
     /// The peer sent something else than the handshake expects.
     #[error("unexpected handshake frame")]
     Unexpected,
+    /// TLS failed: no, untrusted or mismatched certificate, or plain TCP
+    /// where TLS was expected.
+    #[error("tls handshake failed: {0}")]
+    Tls(String),
     /// The link failed or timed out during the handshake.
     #[error("link failed during handshake: {0}")]
     Io(String),

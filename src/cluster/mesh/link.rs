@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::handshake::{self, Handshake, HandshakeError};
-use super::{MeshShared, Registered};
+use super::{MeshShared, Registered, tls};
 use crate::cluster::envelope::{Body, Envelope};
 
 /// How long a handshake may take.
@@ -28,7 +28,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most frames written per flush.
 const BATCH: usize = 128;
 
-type LinkIo = Framed<TcpStream, LengthDelimitedCodec>;
+type LinkIo = Framed<Box<dyn tls::LinkIo>, LengthDelimitedCodec>;
 
 /// A link that passed the handshake.
 pub struct Established {
@@ -62,19 +62,33 @@ fn codec(max_frame: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec()
 }
 
-/// Runs the handshake on a fresh TCP connection.
+/// Runs the handshake on a fresh TCP connection: TLS first when it is
+/// configured, then the node handshake. `dialled` is the address we
+/// dialled, or `None` for an inbound link.
 ///
 /// # Errors
 /// When the peer is refused, refuses us, or the link fails.
 pub async fn handshake(
     stream: TcpStream,
     mesh: &MeshShared,
+    dialled: Option<&str>,
 ) -> Result<Established, HandshakeError> {
     let _ = stream.set_nodelay(true);
-    let io = Framed::new(stream, codec(mesh.max_frame()));
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange(io, mesh))
+    let both = async {
+        let io: Box<dyn tls::LinkIo> = match (&mesh.tls, dialled) {
+            (None, _) => Box::new(stream),
+            (Some(tls), Some(addr)) => tls.connect(addr, stream).await.map_err(tls_failed)?,
+            (Some(tls), None) => tls.accept(stream).await.map_err(tls_failed)?,
+        };
+        exchange(Framed::new(io, codec(mesh.max_frame())), mesh).await
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, both)
         .await
         .unwrap_or_else(|_| Err(HandshakeError::Io("timed out".into())))
+}
+
+fn tls_failed(e: std::io::Error) -> HandshakeError {
+    HandshakeError::Tls(e.to_string())
 }
 
 async fn exchange(mut io: LinkIo, mesh: &MeshShared) -> Result<Established, HandshakeError> {

@@ -8,6 +8,7 @@
 
 pub mod handshake;
 pub mod link;
+pub mod tls;
 
 use crate::sync;
 use std::collections::HashMap;
@@ -62,6 +63,7 @@ pub enum Registered {
 pub struct MeshShared {
     core: Arc<Core>,
     config: ClusterConfig,
+    tls: Option<tls::LinkTls>,
     advertise: String,
     links: RwLock<HashMap<Arc<str>, LinkHandle>>,
     dialers: Mutex<HashMap<String, Dialer>>,
@@ -81,11 +83,16 @@ impl Mesh {
     ///
     /// # Errors
     /// When the link address cannot be bound.
-    pub async fn start(core: Arc<Core>, config: ClusterConfig) -> std::io::Result<Self> {
+    pub async fn start(
+        core: Arc<Core>,
+        config: ClusterConfig,
+        tls: Option<tls::LinkTls>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(MeshShared {
             core,
+            tls,
             advertise: local_addr.to_string(),
             links: RwLock::default(),
             dialers: Mutex::default(),
@@ -238,7 +245,7 @@ async fn accept_loop(listener: TcpListener, mesh: Arc<MeshShared>) {
 }
 
 async fn inbound(stream: TcpStream, remote: SocketAddr, mesh: Arc<MeshShared>) {
-    match link::handshake(stream, &mesh).await {
+    match link::handshake(stream, &mesh, None).await {
         Ok(link) => {
             let dialer = link.peer.clone();
             let peer = link.peer.clone();
@@ -294,7 +301,7 @@ async fn dial_once(addr: &str, mesh: &Arc<MeshShared>) -> Result<(), HandshakeEr
         Ok(Err(e)) => return Err(HandshakeError::Io(e.to_string())),
         Err(_) => return Err(HandshakeError::Io("connect timed out".into())),
     };
-    let link = link::handshake(stream, mesh).await?;
+    let link = link::handshake(stream, mesh, Some(addr)).await?;
     let peer = link.peer.clone();
     mesh.set_dialer(addr, |d| {
         d.node_id = Some(peer.clone());
