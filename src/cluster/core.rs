@@ -13,20 +13,19 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 use tracing::{debug, info};
 
 use super::dedup::{Dedup, Verdict};
 use super::envelope::{Body, Envelope, now_us};
 use super::events::ClusterEvent;
 use super::interest::RemoteInterest;
+pub use super::pending::ChannelCounts;
+use super::pending::{Barriers, Gathers};
 use super::transport::{Target, Transport};
 use crate::hub::kept::QueueLevel;
-use crate::hub::subscriptions::InterestChange;
-use crate::presence::{
-    Invitation, PresenceDelta, PresenceMessage, PresenceProtocol, PresenceRelay,
-};
-use crate::sgc::{Barrier, Kind, Publication, Relay, SgcProtocol};
+use crate::presence::PresenceProtocol;
+use crate::sgc::{Kind, Publication, SgcProtocol};
 
 /// Shared state of one node's cluster membership.
 pub struct Core {
@@ -38,14 +37,14 @@ pub struct Core {
     sgc: RwLock<Option<SgcProtocol>>,
     presence: RwLock<Option<PresenceProtocol>>,
     /// Counts this node's presence changes; advanced under the send lock.
-    pseq: AtomicU64,
+    pub(super) pseq: AtomicU64,
     /// Last presence sequence seen per origin: (incarnation, pseq).
     presence_seen: Mutex<HashMap<Arc<str>, (u64, u64)>>,
     transport: RwLock<Option<Arc<dyn Transport>>>,
     interest: RwLock<RemoteInterest>,
     dedup: Mutex<Dedup>,
-    live: Mutex<HashSet<Arc<str>>>,
-    barriers: Mutex<Barriers>,
+    pub(super) live: Mutex<HashSet<Arc<str>>>,
+    pub(super) barriers: Mutex<Barriers>,
     gathers: Mutex<Gathers>,
     events: broadcast::Sender<ClusterEvent>,
 }
@@ -108,7 +107,7 @@ impl Core {
         sync::read(&self.presence).clone()
     }
 
-    fn sgc(&self) -> Option<SgcProtocol> {
+    pub(super) fn sgc(&self) -> Option<SgcProtocol> {
         sync::read(&self.sgc).clone()
     }
 
@@ -386,7 +385,7 @@ impl Core {
     /// The nodes a publication must reach. Kept events and channel-less
     /// broadcasts go everywhere (every node keeps kept queues); the rest
     /// only where some subscription matches.
-    fn route(&self, p: &Publication) -> TargetOwned {
+    pub(super) fn route(&self, p: &Publication) -> TargetOwned {
         match (&p.channel, p.kind, p.queue) {
             (None, _, _) => TargetOwned::All,
             (Some(_), Kind::Event, QueueLevel::Last | QueueLevel::All) => TargetOwned::All,
@@ -408,135 +407,6 @@ impl TargetOwned {
         match self {
             Self::All => Target::All,
             Self::Nodes(n) => Target::Nodes(n),
-        }
-    }
-}
-
-/// The relay the sgc protocol hands its publications to.
-pub struct CoreRelay(pub Arc<Core>);
-
-impl Relay for CoreRelay {
-    fn publish(&self, p: &Publication) {
-        let core = &self.0;
-        core.send_with(|| core.route(p), || Body::Publication { publication: p.clone() });
-    }
-
-    fn interest_changed(&self, change: &InterestChange) -> Option<Barrier> {
-        let name = match change {
-            InterestChange::Added(n) | InterestChange::Removed(n) => n.clone(),
-        };
-        // Send the current truth, read under the send lock, rather than the
-        // delta: two racing changes then still leave peers with the right state.
-        let core = &self.0;
-        let sgc = core.sgc();
-        let mut barrier = None;
-        core.send_with(
-            || TargetOwned::All,
-            || {
-                if !sgc.is_some_and(|s| s.hub().has_name(&name)) {
-                    return Body::InterestRemoved { name };
-                }
-                // Every peer live now must confirm before the subscriber's
-                // reply is written; peers that die are released by peer_down.
-                let live = sync::lock(&core.live).clone();
-                let (ack, rx) = sync::lock(&core.barriers).open(live);
-                barrier = rx;
-                Body::InterestAdded { name, ack }
-            },
-        );
-        barrier
-    }
-}
-
-/// The relay the presence protocol hands its changes to.
-pub struct CorePresenceRelay(pub Arc<Core>);
-
-impl PresenceRelay for CorePresenceRelay {
-    fn delta(&self, delta: &PresenceDelta) {
-        let core = &self.0;
-        core.send_with(
-            || TargetOwned::All,
-            || Body::PresenceDelta {
-                pseq: core.pseq.fetch_add(1, Ordering::AcqRel) + 1,
-                delta: delta.clone(),
-            },
-        );
-    }
-
-    fn publish(&self, message: &PresenceMessage) {
-        self.0
-            .send_with(|| TargetOwned::All, || Body::PresenceMessage { message: message.clone() });
-    }
-
-    fn invitation(&self, invitation: &Invitation) {
-        self.0.send_with(
-            || TargetOwned::All,
-            || Body::PresenceInvitation { invitation: invitation.clone() },
-        );
-    }
-}
-
-/// Channel names with subscriber counts.
-pub type ChannelCounts = Vec<(Arc<str>, usize)>;
-
-/// Queries waiting for the other nodes' answers.
-#[derive(Default)]
-struct Gathers {
-    next: u64,
-    waiting: HashMap<u64, mpsc::Sender<ChannelCounts>>,
-}
-
-impl Gathers {
-    fn open(&mut self, peers: usize) -> (u64, mpsc::Receiver<ChannelCounts>) {
-        self.next += 1;
-        let (tx, rx) = mpsc::channel(peers.max(1));
-        self.waiting.insert(self.next, tx);
-        (self.next, rx)
-    }
-}
-
-/// Interest changes waiting for every live peer's acknowledgement.
-#[derive(Default)]
-struct Barriers {
-    next: u64,
-    waiting: HashMap<u64, (HashSet<Arc<str>>, oneshot::Sender<()>)>,
-}
-
-impl Barriers {
-    /// Opens a barrier over `peers`; none is needed when there are none.
-    fn open(&mut self, peers: HashSet<Arc<str>>) -> (u64, Option<Barrier>) {
-        if peers.is_empty() {
-            return (0, None);
-        }
-        self.next += 1;
-        let (tx, rx) = oneshot::channel();
-        self.waiting.insert(self.next, (peers, tx));
-        (self.next, Some(rx))
-    }
-
-    fn acked(&mut self, token: u64, peer: &Arc<str>) {
-        if let Some((peers, _)) = self.waiting.get_mut(&token) {
-            peers.remove(peer);
-            if peers.is_empty() {
-                self.release(token);
-            }
-        }
-    }
-
-    fn peer_gone(&mut self, peer: &Arc<str>) {
-        let done: Vec<u64> = self
-            .waiting
-            .iter_mut()
-            .filter_map(|(t, (peers, _))| (peers.remove(peer) && peers.is_empty()).then_some(*t))
-            .collect();
-        for token in done {
-            self.release(token);
-        }
-    }
-
-    fn release(&mut self, token: u64) {
-        if let Some((_, tx)) = self.waiting.remove(&token) {
-            let _ = tx.send(());
         }
     }
 }

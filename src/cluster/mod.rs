@@ -14,7 +14,9 @@ pub mod events;
 pub mod interest;
 pub mod liveness;
 pub mod mesh;
+pub mod pending;
 pub mod redis;
+pub mod relay;
 pub mod transport;
 
 use crate::sync;
@@ -32,8 +34,9 @@ pub use config::{ClusterConfig, Engine};
 const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 pub use events::ClusterEvent;
 
-use self::core::{Core, CorePresenceRelay, CoreRelay};
+use self::core::Core;
 use self::redis::RedisEngine;
+use self::relay::{CorePresenceRelay, CoreRelay};
 use crate::presence::PresenceProtocol;
 use crate::server::Status;
 use crate::sgc::SgcProtocol;
