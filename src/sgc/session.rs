@@ -192,27 +192,4 @@ mod tests {
         assert_eq!(s.release_qos2("x"), None);
         assert!(!s.store_qos2("x".into(), req(1)), "a released id cannot be reused");
     }
-
-    #[test]
-    fn unacknowledged_messages_are_resent_until_the_timeout() {
-        let mut s = session();
-        let t0 = Instant::now();
-        let (i, to) = (Duration::from_secs(1), Duration::from_secs(3));
-        assert!(s.track("a".into(), Bytes::from_static(b"A"), t0));
-        assert_eq!(s.due(t0, i, to).0.len(), 0);
-        assert_eq!(s.due(t0 + i, i, to).0, vec![Bytes::from_static(b"A")]);
-        assert_eq!(s.due(t0 + to, i, to), (vec![], 1));
-        assert!(!s.has_pending_acks());
-    }
-
-    #[test]
-    fn acknowledged_messages_are_not_resent_and_the_set_is_bounded() {
-        let mut s = session();
-        let t0 = Instant::now();
-        assert!(s.track("a".into(), Bytes::new(), t0));
-        assert!(s.track("b".into(), Bytes::new(), t0));
-        assert!(!s.track("c".into(), Bytes::new(), t0));
-        assert!(s.acknowledge("a"));
-        assert!(s.track("c".into(), Bytes::new(), t0));
-    }
 }
