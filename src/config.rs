@@ -425,8 +425,27 @@ fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
 
     // Parse as Options first so unknown keys and wrong types are reported
     // against the file, by key.
-    let _: Options = toml::from_str(&text).map_err(|e| file_error(e.message().to_owned()))?;
-    toml::from_str(&text).map_err(|e: toml::de::Error| file_error(e.message().to_owned()))
+    let described = |e: toml::de::Error| file_error(describe(&text, &e));
+    let _: Options = toml::from_str(&text).map_err(described)?;
+    toml::from_str(&text).map_err(described)
+}
+
+/// The parser's message, prefixed with the key and line it is about.
+/// toml reports a value error by position only; the key is read back from
+/// the line that position falls on.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_owned();
+    };
+    let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..line_start].matches('\n').count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => {
+            format!("`{}` (line {line_no}): {}", key.trim(), e.message())
+        }
+        _ => format!("line {line_no}: {}", e.message()),
+    }
 }
 
 fn mask_url_password(url: &str) -> String {
@@ -495,6 +514,19 @@ mod tests {
         let cli = Options { qos: Some("qosLevel9".into()), ..Options::default() };
         let e = Settings::resolve(&cli, None).unwrap_err().to_string();
         assert!(e.contains("`qos`"), "{e}");
+    }
+
+    #[test]
+    fn value_errors_name_the_key_and_line() {
+        for (text, key) in [
+            ("max_message_size = \"big\"\n", "`max_message_size`"),
+            ("max_connections = 5\nlisten = \"nowhere\"\n", "`listen` (line 2)"),
+            ("engine = \"kafka\"\n", "`engine`"),
+        ] {
+            let f = file(text);
+            let e = Settings::resolve(&Options::default(), Some(&f.0)).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -203,6 +203,12 @@ impl Core {
         out
     }
 
+    /// Asks `peer` for its state: it answers with its snapshots.
+    pub fn request_sync_from(&self, peer: &Arc<str>) {
+        let to = vec![peer.clone()];
+        self.send_with(|| TargetOwned::Nodes(to), || Body::SyncRequest);
+    }
+
     /// Asks every node for its state (after this node was deaf).
     pub fn request_sync(&self) {
         self.send_with(|| TargetOwned::All, || Body::SyncRequest);

@@ -159,10 +159,16 @@ impl Shared {
         let heard = sync::lock(&self.liveness).heard(&env.origin, env.incarnation, Instant::now());
         match heard {
             Heard::Known => {}
-            Heard::New => self.core.peer_up(&env.origin),
             Heard::Restarted => {
                 self.core.peer_down(&env.origin, "restarted");
                 self.core.peer_up(&env.origin);
+            }
+            Heard::New => {
+                // It may never have stopped hearing us, so it has no reason
+                // to re-announce by itself (one-way silence): ask it to,
+                // or its members would stay gone here.
+                self.core.peer_up(&env.origin);
+                self.core.request_sync_from(&env.origin);
             }
         }
     }

@@ -60,6 +60,44 @@ impl Client {
             .unwrap_or_else(|e| panic!("sending to node {} failed: {e}", self.node));
     }
 
+    /// Sends a text frame exactly as given (for frames of an exact size).
+    pub async fn send_text(&mut self, text: String) {
+        timeout(STEP, self.ws.send(Message::text(text)))
+            .await
+            .unwrap_or_else(|_| panic!("sending to node {} timed out", self.node))
+            .unwrap_or_else(|e| panic!("sending to node {} failed: {e}", self.node));
+    }
+
+    /// The next message, or the server's close (code and reason; 1006 when
+    /// the connection ended without one); `None` when nothing arrives
+    /// within `within`. For clients that may legitimately be closed.
+    pub async fn recv_or_close(
+        &mut self,
+        within: Duration,
+    ) -> Option<Result<Value, (u16, String)>> {
+        if let Some(v) = self.pending.pop_front() {
+            return Some(Ok(v));
+        }
+        let read = async {
+            loop {
+                let msg = match self.ws.next().await {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => return Err((1006, e.to_string())),
+                    None => return Err((1006, "end of stream".to_owned())),
+                };
+                if let Some((code, reason)) = msg.as_close() {
+                    return Err((u16::from(code), reason.to_owned()));
+                }
+                if let Some(text) = msg.as_text() {
+                    return Ok(serde_json::from_str(text).unwrap_or_else(|e| {
+                        panic!("not json from node {} ({e}): {text}", self.node)
+                    }));
+                }
+            }
+        };
+        timeout(within, read).await.ok()
+    }
+
     /// The next message; fails the test on close, error or timeout.
     pub async fn recv(&mut self) -> Value {
         match self.recv_within(STEP).await {

@@ -16,8 +16,10 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod gate;
 pub mod http;
 pub mod node;
+pub mod presence;
 pub mod proxy;
 pub mod redis;
 
@@ -103,6 +105,9 @@ pub struct Options {
     pub failure_timeout_ms: Option<u64>,
     /// Any further flags, passed as given.
     pub extra: Vec<String>,
+    /// Environment variables (`WSCLUSTER_...`) for the process, which
+    /// otherwise starts with an empty environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// Several nodes on one backplane.
@@ -168,6 +173,15 @@ impl Cluster {
             .iter_mut()
             .find(|n| n.id == id)
             .unwrap_or_else(|| panic!("no node {id:?} in this cluster"))
+    }
+
+    /// The private Redis the nodes meet on (`None` on the mesh), for tests
+    /// that put something between a node and it.
+    pub fn redis_addr(&self) -> Option<SocketAddr> {
+        match &self.backplane {
+            Backplane::Redis(server) => Some(server.addr()),
+            Backplane::Mesh => None,
+        }
     }
 
     /// Every node, in start order.

@@ -17,6 +17,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use super::presence::Presence;
 use super::{Client, Engine, Options, STEP, eventually, http};
 
 /// Lines of a node's log shown when a test fails.
@@ -163,6 +164,12 @@ impl Node {
         Client::connect(self.ws_addr, &self.id).await
     }
 
+    /// A connected presence client whose session message was read;
+    /// `label` names it in failures.
+    pub async fn presence(&self, label: &str) -> Presence {
+        Presence::connect(self.ws_addr, &format!("{label} on {}", self.id)).await
+    }
+
     /// `GET /cluster`, parsed.
     pub async fn status(&self) -> Value {
         self.try_status().await.unwrap_or_else(|e| panic!("node {}: {e}", self.id))
@@ -304,6 +311,7 @@ fn command(spec: &NodeSpec, listen: SocketAddr, cluster_listen: SocketAddr) -> C
     if let Some(ms) = spec.options.failure_timeout_ms {
         cmd.args(["--failure-timeout-ms", &ms.to_string()]);
     }
+    cmd.envs(spec.options.env.iter().map(|(k, v)| (k, v)));
     cmd.args(&spec.options.extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
