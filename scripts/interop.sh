@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 SUITES="${INTEROP_SUITES:-python node autobahn}"
 VENV="$ROOT/.venv-test"
-PY_REQS=(pytest==9.2.0 websockets==17.4 kosoku==0.1.0)
+PY_REQS=(pytest==9.2.0 websockets==17.4 kosoku==0.1.0 prometheus_client==0.26.0)
 
 say() { printf '\n==> %s\n' "$*"; }
 die() { printf 'interop: %s\n' "$*" >&2; exit 2; }

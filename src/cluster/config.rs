@@ -47,6 +47,9 @@ pub struct ClusterConfig {
     pub max_message_size: usize,
     /// Frames queued per link before the link is dropped as stalled.
     pub link_queue: usize,
+    /// Bytes queued per link (mesh) or for Redis before the link is dropped
+    /// (mesh) or the frame is dropped (Redis); both are counted.
+    pub link_queue_bytes: usize,
     /// Mesh: TLS on links, when set.
     pub tls: Option<super::mesh::tls::TlsFiles>,
 }
@@ -64,6 +67,7 @@ impl Default for ClusterConfig {
             redis_channel: "wscluster".into(),
             max_message_size: 1 << 20,
             link_queue: 65_536,
+            link_queue_bytes: 64 << 20,
             tls: None,
         }
     }

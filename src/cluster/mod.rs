@@ -15,6 +15,7 @@ pub mod interest;
 pub mod liveness;
 pub mod mesh;
 pub mod pending;
+pub mod queue;
 pub mod redis;
 pub mod relay;
 pub mod transport;

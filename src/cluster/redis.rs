@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -26,6 +25,7 @@ use super::core::Core;
 use super::envelope::{Body, Envelope};
 use super::events::ClusterEvent;
 use super::liveness::{Heard, Liveness};
+use super::queue::{FrameReceiver, FrameSender, frame_queue};
 use super::transport::{PeerStatus, Target, Transport};
 use crate::sync;
 
@@ -33,8 +33,9 @@ use crate::sync;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Envelopes queued for Redis while it is slow or away; beyond this the
-/// newest are dropped and counted (local delivery is unaffected).
+/// Envelopes queued for Redis while it is slow or away (also bounded in
+/// bytes by `link_queue_bytes`); beyond either bound the newest are dropped
+/// and counted (local delivery is unaffected).
 const PUBLISH_QUEUE: usize = 65_536;
 /// Most envelopes sent in one pipeline.
 const PIPELINE: usize = 256;
@@ -52,7 +53,7 @@ struct Shared {
     client: redis::Client,
     /// Host and port only: the URL may hold a password.
     target: String,
-    queue: mpsc::Sender<Bytes>,
+    queue: FrameSender,
     subscribed: AtomicBool,
     last_probe: std::sync::Mutex<Option<Instant>>,
     liveness: std::sync::Mutex<Liveness>,
@@ -70,7 +71,7 @@ impl RedisEngine {
     pub fn start(core: Arc<Core>, config: ClusterConfig) -> redis::RedisResult<Self> {
         let client = redis::Client::open(config.redis_url.as_str())?;
         let target = redacted(&config.redis_url);
-        let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (queue, rx) = frame_queue(PUBLISH_QUEUE, config.link_queue_bytes);
         let shared = Arc::new(Shared {
             core,
             client,
@@ -98,7 +99,7 @@ impl RedisEngine {
         let _ = self.shared.queue.try_send(leave);
         // Give the publisher a moment to flush the leave notice.
         let deadline = Instant::now() + Duration::from_secs(1);
-        while self.shared.queue.capacity() < PUBLISH_QUEUE && Instant::now() < deadline {
+        while self.shared.queue.queued_bytes() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.shared.shutdown.cancel();
@@ -176,11 +177,22 @@ impl Shared {
 
 async fn subscriber_loop(shared: Arc<Shared>) {
     let mut backoff = BACKOFF_MIN;
+    let mut failures: u64 = 0;
     while !shared.shutdown.is_cancelled() {
         match subscribe_once(&shared).await {
-            Ok(()) => backoff = BACKOFF_MIN,
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                failures = 0;
+            }
+            // Warn on the first failure and then about once a minute, not
+            // on every retry of an outage.
+            Err(e) if failures % 30 == 0 => {
+                failures += 1;
+                warn!(redis = %shared.target, error = %e, attempts = failures, "redis subscription unavailable; retrying");
+            }
             Err(e) => {
-                warn!(redis = %shared.target, error = %e, "redis subscription unavailable; retrying");
+                failures += 1;
+                debug!(redis = %shared.target, error = %e, attempts = failures, "redis subscription still unavailable");
             }
         }
         // A probe heard before the loss proves nothing about the next
@@ -222,7 +234,11 @@ async fn subscribe_once(shared: &Shared) -> redis::RedisResult<()> {
         tokio::select! {
             () = shared.shutdown.cancelled() => return Ok(()),
             msg = messages.next() => match msg {
-                Some(msg) => shared.on_message(msg.get_payload_bytes()),
+                Some(msg) => {
+                    shared.on_message(msg.get_payload_bytes());
+                    // Let the client writers this delivery woke run.
+                    tokio::task::consume_budget().await;
+                }
                 None => {
                     warn!(redis = %shared.target, "redis subscription lost");
                     return Ok(());
@@ -232,7 +248,7 @@ async fn subscribe_once(shared: &Shared) -> redis::RedisResult<()> {
     }
 }
 
-async fn publisher_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Bytes>) {
+async fn publisher_loop(shared: Arc<Shared>, mut rx: FrameReceiver) {
     let mut conn: Option<MultiplexedConnection> = None;
     let mut backoff = BACKOFF_MIN;
     let mut batch: Vec<Bytes> = Vec::with_capacity(PIPELINE);
@@ -320,7 +336,7 @@ async fn ticker(shared: Arc<Shared>) {
 }
 
 fn enqueue(shared: &Shared, frame: Bytes) {
-    if shared.queue.try_send(frame).is_err() {
+    if !shared.queue.try_send(frame) {
         metrics::counter!("wscluster_backplane_dropped_total", "reason" => "redis_queue_full")
             .increment(1);
     }

@@ -172,6 +172,11 @@ impl Hub {
         self.read().subs.channel_counts()
     }
 
+    /// Subscriptions held on this node, and distinct channels and patterns.
+    pub fn totals(&self) -> (usize, usize) {
+        self.read().subs.totals()
+    }
+
     /// Number of open connections.
     pub fn connection_count(&self) -> usize {
         self.read().conns.len()

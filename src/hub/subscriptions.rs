@@ -122,6 +122,12 @@ impl Subscriptions {
         self.exact.iter().map(|(k, v)| (k.clone(), v.len())).collect()
     }
 
+    /// Subscriptions of every connection, and distinct names subscribed.
+    pub fn totals(&self) -> (usize, usize) {
+        let subscriptions = self.by_conn.values().map(HashSet::len).sum();
+        (subscriptions, self.exact.len() + self.patterns.len())
+    }
+
     /// How many subscriptions `conn` holds.
     pub fn count_for(&self, conn: ConnId) -> usize {
         self.by_conn.get(&conn).map_or(0, HashSet::len)

@@ -42,9 +42,17 @@ type Outcome = Result<(), Refusal>;
 impl PresenceProtocol {
     /// Handles one text frame from the client.
     pub fn handle_text(&self, s: &mut PresenceSession, text: &str) {
+        metrics::counter!("wscluster_bytes_in_total", "protocol" => "presence")
+            .increment(text.len() as u64);
         match wire::parse(text) {
-            Ok(req) => self.handle(s, &req),
+            Ok(req) => {
+                metrics::counter!("wscluster_messages_in_total", "protocol" => "presence", "kind" => "request")
+                    .increment(1);
+                self.handle(s, &req);
+            }
             Err(e) => {
+                metrics::counter!("wscluster_messages_in_total", "protocol" => "presence", "kind" => "invalid")
+                    .increment(1);
                 metrics::counter!("wscluster_bad_input_total", "code" => e.code.to_string())
                     .increment(1);
                 let error = ErrorBody { code: e.code, text: &e.text };

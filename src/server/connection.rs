@@ -32,6 +32,10 @@ use crate::sgc::{Barrier, Qos, SgcProtocol, new_id};
 /// Most messages written before one flush; bounds the time between reads.
 const BATCH: usize = 64;
 
+/// Frames this large (bytes) make the connection task yield after handling
+/// them (see [`yield_after`]).
+const LARGE_FRAME: usize = 16 * 1024;
+
 /// Longest wait for the cluster to apply a new subscription's interest.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -210,6 +214,23 @@ where
             biased;
             () = kill.cancelled() => return ending_for(rx.reason()),
             () = shutdown.cancelled() => return Ending::Close(CloseCode::GOING_AWAY, "server shutting down"),
+            frame = ws.next() => match frame {
+                None => return Ending::Gone,
+                // The library queued its reply; the protocol forgets the
+                // connection before that reply is flushed (module docs).
+                Some(Ok(msg)) if msg.is_close() => return Ending::FlushLibraryClose,
+                Some(Ok(msg)) => {
+                    let large = msg.as_payload().len() >= LARGE_FRAME;
+                    on_frame(endpoint, &msg);
+                    if let Some(barrier) = endpoint.take_barrier() {
+                        // Bounded: a peer that never answers is dropped by
+                        // the failure timeout, which releases the barrier.
+                        let _ = tokio::time::timeout(BARRIER_TIMEOUT, barrier).await;
+                    }
+                    yield_after(large).await;
+                }
+                Some(Err(e)) => return ending_for_error(&e),
+            },
             Some(first) = rx.recv() => {
                 let batch = collect_batch(first, rx);
                 if policy.is_some() && !track_acks(endpoint.acks(), &batch) {
@@ -221,21 +242,6 @@ where
                     () = shutdown.cancelled() => return Ending::Close(CloseCode::GOING_AWAY, "server shutting down"),
                 }
             }
-            frame = ws.next() => match frame {
-                None => return Ending::Gone,
-                // The library queued its reply; the protocol forgets the
-                // connection before that reply is flushed (module docs).
-                Some(Ok(msg)) if msg.is_close() => return Ending::FlushLibraryClose,
-                Some(Ok(msg)) => {
-                    on_frame(endpoint, &msg);
-                    if let Some(barrier) = endpoint.take_barrier() {
-                        // Bounded: a peer that never answers is dropped by
-                        // the failure timeout, which releases the barrier.
-                        let _ = tokio::time::timeout(BARRIER_TIMEOUT, barrier).await;
-                    }
-                }
-                Some(Err(e)) => return ending_for_error(&e),
-            },
             _ = resend.tick(), if waiting => {
                 let Some(p) = policy else { continue };
                 let (due, expired) = endpoint.acks().due(Instant::now(), p.interval, p.timeout);
@@ -251,9 +257,22 @@ where
     }
 }
 
+/// Lets the tasks this one woke run. Frames already in the read buffer are
+/// handed out without touching the socket, so tokio's cooperative budget
+/// never runs out and a client sending a burst would keep its worker busy:
+/// the link writers and the Redis publisher it woke, queued on the same
+/// worker, would wait, and with them the heartbeats, until peers declared
+/// this node dead. Large frames yield at once; small ones charge the budget.
+async fn yield_after(large: bool) {
+    if large {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::task::consume_budget().await;
+    }
+}
+
 fn on_frame(endpoint: &mut impl Endpoint, msg: &Message) {
     if let Some(text) = msg.as_text() {
-        metrics::counter!("wscluster_messages_in_total").increment(1);
         endpoint.on_text(text);
     } else if msg.is_binary() {
         endpoint.on_binary();
@@ -288,10 +307,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let n = batch.len() as u64;
+    let bytes: u64 = batch.iter().map(|o| o.bytes.len() as u64).sum();
     for out in batch {
         ws.feed(Message::text(out.bytes)).await?;
     }
     metrics::counter!("wscluster_messages_out_total").increment(n);
+    metrics::counter!("wscluster_bytes_out_total").increment(bytes);
     ws.flush().await
 }
 

@@ -52,6 +52,9 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     // Gauges read from state at scrape time rather than tracked on every change.
     metrics::gauge!("wscluster_ready").set(f64::from(u8::from(state.status.ready())));
     metrics::gauge!("wscluster_connected_peers").set(state.status.connected_peer_count() as f64);
+    let (subscriptions, channels) = state.sgc.hub().totals();
+    metrics::gauge!("wscluster_subscriptions").set(subscriptions as f64);
+    metrics::gauge!("wscluster_channels").set(channels as f64);
     let body = handle.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -40,8 +40,16 @@ fn describe() {
     describe_gauge!("wscluster_connections", "open WebSocket connections");
     describe_gauge!("wscluster_ready", "1 when the cluster is ready, else 0");
     describe_gauge!("wscluster_connected_peers", "other nodes linked or heard from");
-    describe_counter!("wscluster_messages_in_total", "text messages received from clients");
+    describe_gauge!("wscluster_subscriptions", "subscriptions held on this node (sgc)");
+    describe_gauge!("wscluster_channels", "distinct channels and patterns subscribed on this node");
+    describe_counter!(
+        "wscluster_messages_in_total",
+        "client messages received, by protocol and kind"
+    );
     describe_counter!("wscluster_messages_out_total", "messages written to clients");
+    describe_counter!("wscluster_bytes_in_total", "bytes of client text messages received");
+    describe_counter!("wscluster_bytes_out_total", "bytes of messages written to clients");
+    describe_counter!("wscluster_deliveries_total", "publications queued for clients, by kind");
     describe_counter!("wscluster_slow_consumer_total", "clients closed with 1008 slow consumer");
     describe_counter!(
         "wscluster_bad_input_total",
@@ -57,4 +65,20 @@ fn describe() {
         "wscluster_cross_node_delay_seconds",
         "origin timestamp to local fan-out of publications from other nodes"
     );
+
+    // Exported from the start at zero, so a dashboard or an alert sees the
+    // series before the first event rather than a gap.
+    for name in [
+        "wscluster_slow_consumer_total",
+        "wscluster_messages_out_total",
+        "wscluster_bytes_out_total",
+        "wscluster_backplane_duplicates_total",
+        "wscluster_qos_expired_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for name in ["wscluster_connections", "wscluster_subscriptions", "wscluster_channels"] {
+        metrics::gauge!(name).set(0.0);
+    }
+    let _ = metrics::histogram!("wscluster_cross_node_delay_seconds");
 }

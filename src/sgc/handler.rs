@@ -39,9 +39,17 @@ impl SgcProtocol {
 
     /// Handles one text frame from the client.
     pub fn handle_text(&self, s: &mut Session, text: &str) {
+        metrics::counter!("wscluster_bytes_in_total", "protocol" => "sgc")
+            .increment(text.len() as u64);
         match wire::parse(text) {
-            Ok(req) => self.handle(s, req),
+            Ok(req) => {
+                metrics::counter!("wscluster_messages_in_total", "protocol" => "sgc", "kind" => kind(&req))
+                    .increment(1);
+                self.handle(s, req);
+            }
             Err(e) => {
+                metrics::counter!("wscluster_messages_in_total", "protocol" => "sgc", "kind" => "invalid")
+                    .increment(1);
                 metrics::counter!("wscluster_bad_input_total", "code" => e.code.to_string())
                     .increment(1);
                 self.send(s, wire::error(e.code, e.message, None, e.id.as_ref()));
@@ -286,6 +294,25 @@ impl SgcProtocol {
 
     fn send(&self, s: &Session, bytes: Bytes) {
         self.hub().send_to(s.conn, Outgoing::new(bytes));
+    }
+}
+
+/// The metric label of a request: the built-in method's short name, or
+/// `rpc` / `notification` (never the client's own method name, which would
+/// let clients create label values without bound).
+fn kind(req: &Request) -> &'static str {
+    match req.method.as_str() {
+        "sgc@subscribe" => "subscribe",
+        "sgc@unsubscribe" | "sgc@unsubscribe_all" => "unsubscribe",
+        "sgc@publish" => "publish",
+        "sgc@broadcast" => "broadcast",
+        "sgc@message" => "message",
+        "sgc@acknowledgment" => "acknowledgment",
+        "sgc@pubrel" => "pubrel",
+        "sgc@transaction" | "sgc@commit" | "sgc@rollback" => "transaction",
+        "sgc@session" | "sgc@protocol" => "session",
+        _ if req.id.is_some() => "rpc",
+        _ => "notification",
     }
 }
 

@@ -112,11 +112,14 @@ impl SgcProtocol {
         let bytes = wire::event(method, channel, &p.message, ack_id.as_ref());
         let out = Outgoing { bytes, ack_id };
 
-        match (&p.kind, &p.channel) {
+        let delivered = match (&p.kind, &p.channel) {
             (Kind::Event, Some(ch)) => self.inner.hub.fan_out(ch, p.queue, out),
             (Kind::Broadcast, Some(ch)) => self.inner.hub.fan_out(ch, QueueLevel::None, out),
             (_, None) => self.inner.hub.fan_out_all(&out),
-        }
+        };
+        let kind = if p.kind == Kind::Event { "event" } else { "message" };
+        metrics::counter!("wscluster_deliveries_total", "kind" => kind).increment(delivered as u64);
+        delivered
     }
 
     /// Connects this protocol to a cluster relay (see [`crate::cluster`]).

@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::queue::{FrameReceiver, FrameSender, frame_queue};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -53,7 +53,7 @@ pub struct LinkHandle {
     /// The peer's link address.
     pub addr: String,
     /// Encoded envelopes waiting to be written.
-    pub tx: mpsc::Sender<Bytes>,
+    pub tx: FrameSender,
     /// Cancelled to end the link.
     pub close: CancellationToken,
 }
@@ -152,7 +152,7 @@ async fn refuse(io: &mut LinkIo, why: &HandshakeError) {
 /// Registers an established link and serves it until it ends. Returns the
 /// reason it ended.
 pub async fn run(link: Established, mesh: Arc<MeshShared>, dialer: Arc<str>) -> String {
-    let (tx, rx) = mpsc::channel(mesh.config.link_queue.max(16));
+    let (tx, rx) = frame_queue(mesh.config.link_queue.max(16), mesh.link_queue_bytes());
     let handle = LinkHandle {
         id: mesh.next_link_id(),
         dialer,
@@ -205,6 +205,7 @@ async fn read_loop(
             Ok(Some(Err(e))) => return format!("link error: {e}"),
             Ok(Some(Ok(frame))) => frame,
         };
+        let large = frame.len() >= 16 * 1024;
         match Envelope::decode(&frame) {
             Ok(env) => mesh.core.receive(env),
             Err(e) => {
@@ -213,12 +214,19 @@ async fn read_loop(
                 warn!(error = %e, "malformed envelope dropped");
             }
         }
+        // Buffered frames cost no socket read, hence no cooperative budget:
+        // give the tasks this delivery woke (client writers) their turn.
+        if large {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::task::consume_budget().await;
+        }
     }
 }
 
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<LinkIo, Bytes>,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: FrameReceiver,
     close: CancellationToken,
     heartbeat: Duration,
     heartbeat_frame: Bytes,
@@ -239,7 +247,7 @@ async fn write_loop(
 
     // Closing: write what is already queued (a leave notice, say), briefly.
     let drain = async {
-        while let Ok(frame) = rx.try_recv() {
+        while let Some(frame) = rx.try_recv() {
             sink.feed(frame).await?;
         }
         sink.flush().await
@@ -250,14 +258,14 @@ async fn write_loop(
 
 async fn write_batch(
     sink: &mut futures_util::stream::SplitSink<LinkIo, Bytes>,
-    rx: &mut mpsc::Receiver<Bytes>,
+    rx: &mut FrameReceiver,
     first: Bytes,
 ) -> std::io::Result<()> {
     sink.feed(first).await?;
     for _ in 1..BATCH {
         match rx.try_recv() {
-            Ok(frame) => sink.feed(frame).await?,
-            Err(_) => break,
+            Some(frame) => sink.feed(frame).await?,
+            None => break,
         }
     }
     sink.flush().await

@@ -138,6 +138,12 @@ impl MeshShared {
         sync::lock(&self.dialers)
     }
 
+    /// Bytes queued per link before it is dropped as stalled: the
+    /// configured bound, but never less than a few maximum-size frames.
+    fn link_queue_bytes(&self) -> usize {
+        self.config.link_queue_bytes.max(4 * self.max_frame())
+    }
+
     fn max_frame(&self) -> usize {
         self.config.max_message_size + ENVELOPE_OVERHEAD
     }
@@ -338,7 +344,7 @@ impl Transport for Mesh {
     fn send(&self, target: Target<'_>, frame: Bytes) {
         let links = self.shared.links();
         let push = |peer: &Arc<str>, link: &LinkHandle| {
-            if link.tx.try_send(frame.clone()).is_err() {
+            if !link.tx.try_send(frame.clone()) {
                 // The peer cannot keep up (or the link is closing): drop the
                 // link rather than buffer without bound. It is re-dialled and
                 // resynchronised; what was queued on it is lost, and counted.
