@@ -186,7 +186,7 @@ async fn subscriber_loop(shared: Arc<Shared>) {
             }
             // Warn on the first failure and then about once a minute, not
             // on every retry of an outage.
-            Err(e) if failures % 30 == 0 => {
+            Err(e) if failures.is_multiple_of(30) => {
                 failures += 1;
                 warn!(redis = %shared.target, error = %e, attempts = failures, "redis subscription unavailable; retrying");
             }
