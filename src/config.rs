@@ -362,6 +362,26 @@ impl Settings {
                 "mesh TLS needs all three of cluster_tls_cert, cluster_tls_key and cluster_tls_ca",
             );
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return invalid(
+                "log_level",
+                "not a level or filter (e.g. \"info\", \"info,wscluster=debug\")",
+            );
+        }
+        if self.node_id.len() > 128
+            || self.node_id.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return invalid(
+                "node_id",
+                "at most 128 characters, without spaces or control characters",
+            );
+        }
+        if let Some(bad) = self.peers.iter().find(|p| !is_host_port(p)) {
+            return Err(ConfigError::Invalid {
+                key: "peers",
+                reason: format!("{bad:?} is not host:port"),
+            });
+        }
         if self.redis_channel.is_empty() {
             return invalid("redis_channel", "must not be empty");
         }
@@ -415,6 +435,12 @@ impl Settings {
             format!("redis://{host}:{}/", self.redis_port)
         })
     }
+}
+
+/// `host:port` with a non-empty host and a port from 1 to 65535.
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
@@ -514,6 +540,16 @@ mod tests {
         let cli = Options { qos: Some("qosLevel9".into()), ..Options::default() };
         let e = Settings::resolve(&cli, None).unwrap_err().to_string();
         assert!(e.contains("`qos`"), "{e}");
+
+        for (cli, key) in [
+            (Options { log_level: Some("garbage[[[".into()), ..Options::default() }, "`log_level`"),
+            (Options { peers: Some(vec!["nonsense".into()]), ..Options::default() }, "`peers`"),
+            (Options { peers: Some(vec!["h:99999".into()]), ..Options::default() }, "`peers`"),
+            (Options { node_id: Some("a b\nc".into()), ..Options::default() }, "`node_id`"),
+        ] {
+            let e = Settings::resolve(&cli, None).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

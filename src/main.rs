@@ -98,7 +98,7 @@ async fn run(settings: Settings, echo: bool) -> ExitCode {
     stop.wait().await;
     // Leave the cluster first, so peers drop this node at once rather than
     // after the failure timeout, then close the clients with 1001.
-    cluster.stop().await;
+    cluster.shutdown().await;
     handle.shutdown().await;
     info!("stopped");
     ExitCode::SUCCESS

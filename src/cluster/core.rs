@@ -8,7 +8,7 @@
 
 use crate::sync;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use std::time::Duration;
@@ -38,6 +38,9 @@ pub struct Core {
     presence: RwLock<Option<PresenceProtocol>>,
     /// Counts this node's presence changes; advanced under the send lock.
     pub(super) pseq: AtomicU64,
+    /// Set when the process is exiting: its own clients are about to be
+    /// closed, so they are not told about other nodes' members leaving.
+    quiet_exit: AtomicBool,
     /// Last presence sequence seen per origin: (incarnation, pseq).
     presence_seen: Mutex<HashMap<Arc<str>, (u64, u64)>>,
     transport: RwLock<Option<Arc<dyn Transport>>>,
@@ -61,6 +64,7 @@ impl Core {
             sgc: RwLock::new(None),
             presence: RwLock::new(None),
             pseq: AtomicU64::new(0),
+            quiet_exit: AtomicBool::new(false),
             presence_seen: Mutex::default(),
             transport: RwLock::new(None),
             interest: RwLock::default(),
@@ -74,6 +78,12 @@ impl Core {
     /// This node's id.
     pub fn node_id(&self) -> &Arc<str> {
         &self.node_id
+    }
+
+    /// The process is exiting: stop telling local clients about remote
+    /// members leaving (their connections close next).
+    pub fn set_quiet_exit(&self) {
+        self.quiet_exit.store(true, Ordering::Release);
     }
 
     /// This process's incarnation.
@@ -228,7 +238,8 @@ impl Core {
     pub fn peer_down(&self, peer: &Arc<str>, reason: &str) {
         let was_live = sync::lock(&self.live).remove(peer);
         sync::lock(&self.presence_seen).remove(peer);
-        if let Some(presence) = self.presence() {
+        if let Some(presence) = self.presence().filter(|_| !self.quiet_exit.load(Ordering::Acquire))
+        {
             // Its members go now, each with its notices, never to return
             // unless the node announces them again.
             presence.remove_node(peer);

@@ -196,8 +196,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Leaves the cluster because the process is exiting: like
+    /// [`Cluster::stop`], but this node's own presence clients, about to be
+    /// closed, are not sent removal notices for the other nodes' members
+    /// (who have not gone anywhere).
+    pub async fn shutdown(&self) {
+        self.core.set_quiet_exit();
+        self.stop().await;
+    }
+
     /// Tells the other nodes this node is leaving and brings the backplane
-    /// down; the WebSocket server keeps running.
+    /// down; the WebSocket server keeps running, and presence falls back to
+    /// this node's own members (the others' are removed, with notices).
     pub async fn stop(&self) {
         let running = sync::lock(&self.running).take();
         match running {

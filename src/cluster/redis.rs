@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::config::ClusterConfig;
 use super::core::Core;
@@ -57,6 +57,8 @@ struct Shared {
     subscribed: AtomicBool,
     last_probe: std::sync::Mutex<Option<Instant>>,
     liveness: std::sync::Mutex<Liveness>,
+    /// When a message under our node id from another process was last seen.
+    conflict_seen: std::sync::Mutex<Option<Instant>>,
     was_ready: AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -80,6 +82,7 @@ impl RedisEngine {
             subscribed: AtomicBool::new(false),
             last_probe: std::sync::Mutex::new(None),
             liveness: std::sync::Mutex::default(),
+            conflict_seen: std::sync::Mutex::new(None),
             was_ready: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -116,7 +119,12 @@ impl Shared {
     fn is_ready(&self) -> bool {
         let probe_fresh =
             sync::lock(&self.last_probe).is_some_and(|t| t.elapsed() < self.config.failure_timeout);
-        !self.shutdown.is_cancelled() && self.subscribed.load(Ordering::Acquire) && probe_fresh
+        let conflict = sync::lock(&self.conflict_seen)
+            .is_some_and(|t| t.elapsed() < 2 * self.config.failure_timeout);
+        !self.shutdown.is_cancelled()
+            && self.subscribed.load(Ordering::Acquire)
+            && probe_fresh
+            && !conflict
     }
 
     /// Emits `ReadyChanged` when readiness flipped since last checked.
@@ -141,7 +149,9 @@ impl Shared {
             }
         };
         if env.origin == *self.core.node_id() {
-            if env.incarnation == self.core.incarnation() && matches!(env.body, Body::Heartbeat) {
+            if env.incarnation != self.core.incarnation() {
+                self.id_conflict(env.incarnation);
+            } else if matches!(env.body, Body::Heartbeat) {
                 *sync::lock(&self.last_probe) = Some(Instant::now());
                 self.check_ready();
             }
@@ -150,6 +160,23 @@ impl Shared {
 
         self.track_liveness(&env);
         self.core.receive(env);
+    }
+
+    /// Another process publishes under our node id: both would drop each
+    /// other's traffic as their own. Say so loudly and stop reporting ready
+    /// while it lasts, so the mistake is seen rather than silently lossy.
+    fn id_conflict(&self, other: u64) {
+        let previous = sync::lock(&self.conflict_seen).replace(Instant::now());
+        let first = previous.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+        if first {
+            error!(
+                node = %self.core.node_id(),
+                other_incarnation = other,
+                "another live process uses this node id on the redis channel; \
+                 give every node its own --node-id (not ready while this lasts)"
+            );
+        }
+        self.check_ready();
     }
 
     fn track_liveness(&self, env: &Envelope) {

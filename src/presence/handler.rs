@@ -104,6 +104,21 @@ impl PresenceProtocol {
 
     fn member_new(&self, s: &PresenceSession, req: &Request) -> Outcome {
         let member = req.member.clone().unwrap_or_default().complete(&s.client.session_id);
+        // A member is copied to every node and into every member list, so
+        // its size is bounded well below the message size.
+        let limits = self.settings();
+        if member.id.is_empty() || member.id.len() > limits.max_member_id_len {
+            let max = limits.max_member_id_len;
+            return Err(Refusal::params(format!("member id must be 1 to {max} bytes")));
+        }
+        if member.name.len() > limits.max_member_id_len {
+            let max = limits.max_member_id_len;
+            return Err(Refusal::params(format!("member name longer than {max} bytes")));
+        }
+        if member.info.len() > limits.max_member_info_len {
+            let max = limits.max_member_info_len;
+            return Err(Refusal::params(format!("member info longer than {max} bytes")));
+        }
         let (exists, held) = {
             let roster = self.roster();
             (roster.member(&member.id).is_some(), roster.count_held_by(s.conn))

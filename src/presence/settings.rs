@@ -22,6 +22,10 @@ pub struct PresenceSettings {
     pub pending_acks: usize,
     /// Longest channel name accepted, in bytes (as in the sgc protocol).
     pub max_channel_len: usize,
+    /// Longest member id and name, in bytes; longer are invalid params.
+    pub max_member_id_len: usize,
+    /// Longest member info, in bytes; longer is invalid params.
+    pub max_member_info_len: usize,
     /// Members one connection may register; more are refused with code 2.
     pub max_members_per_connection: usize,
     /// Channels one connection may join as one member; more are refused
@@ -42,6 +46,9 @@ impl Default for PresenceSettings {
             resend_timeout: Duration::from_secs(60),
             pending_acks: 1024,
             max_channel_len: 255,
+            max_member_id_len: 255,
+            // Info is free text, often a small JSON document.
+            max_member_info_len: 16 * 1024,
             // A client registers itself, rarely a few identities more; the
             // cap keeps one connection from filling the cluster's roster.
             max_members_per_connection: 16,

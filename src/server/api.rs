@@ -26,6 +26,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/broadcast", post(broadcast))
         .route("/api/channels", get(channels))
         .route("/api/presence/{channel}", get(presence))
+        .route("/api/{*rest}", axum::routing::any(unknown))
+        .method_not_allowed_fallback(wrong_method)
         .route_layer(middleware::from_fn_with_state(state, authorize))
 }
 
@@ -57,8 +59,10 @@ async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> R
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("apikey "))
-        .map(str::trim);
+        .and_then(|v| v.split_once(' '))
+        // Authentication schemes are case-insensitive (RFC 9110, 11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("apikey"))
+        .map(|(_, key)| key.trim());
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => next.run(req).await,
         _ => error(StatusCode::UNAUTHORIZED, "missing or wrong api key").into_response(),
@@ -141,6 +145,14 @@ async fn broadcast(
     Ok(Json(json!({ "ok": true })).into_response())
 }
 
+async fn unknown() -> ApiError {
+    error(StatusCode::NOT_FOUND, "no such api route")
+}
+
+async fn wrong_method() -> ApiError {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this api route")
+}
+
 async fn channels(State(state): State<AppState>) -> Response {
     let counts = match state.status.channel_counts().await {
         Some(counts) => counts,
@@ -158,6 +170,7 @@ async fn presence(
     let Some(presence) = &state.presence else {
         return Err(error(StatusCode::NOT_FOUND, "presence is not served by this node"));
     };
+    check_channel(&state, &channel)?;
     // The roster is the union of every live node, so this node can answer.
     let members = presence.channel_members(&channel).unwrap_or_default();
     let list: Vec<Value> = members

@@ -70,10 +70,16 @@ pub fn negotiate(headers: &HeaderMap, served: &[&str]) -> Result<(Speaks, String
         return refuse(StatusCode::BAD_REQUEST, "missing sec-websocket-key".into());
     };
 
-    let offered: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    // A header that is not visible ASCII offers something, just nothing we
+    // can read: it is refused like any unknown sub-protocol.
+    let values = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL);
+    let Ok(values) = values.iter().map(|v| v.to_str()).collect::<Result<Vec<_>, _>>() else {
+        let reason =
+            format!("unreadable sub-protocol header; this server speaks: {}", served.join(", "));
+        return refuse(StatusCode::BAD_REQUEST, reason);
+    };
+    let offered: Vec<&str> = values
+        .into_iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -85,9 +91,15 @@ pub fn negotiate(headers: &HeaderMap, served: &[&str]) -> Result<(Speaks, String
         Some(&token) if token == presence::SUBPROTOCOL => Speaks::Presence,
         Some(_) => Speaks::Sgc { echo_header: true },
         None => {
+            // Echo a bounded part of what was offered, never the whole header.
+            let mut shown = offered.join(", ");
+            if shown.len() > 120 {
+                let cut = (0..=120).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
+                shown.truncate(cut);
+                shown.push_str("...");
+            }
             let reason = format!(
-                "unsupported sub-protocol {}; this server speaks: {}",
-                offered.join(", "),
+                "unsupported sub-protocol {shown}; this server speaks: {}",
                 served.join(", ")
             );
             return refuse(StatusCode::BAD_REQUEST, reason);
@@ -144,6 +156,17 @@ mod tests {
     fn offering_sgc_among_others_gets_it_echoed() {
         let (speaks, _) = negotiate(&headers(Some("chat, esegece.com")), SERVED).unwrap();
         assert_eq!(speaks, Speaks::Sgc { echo_header: true });
+    }
+
+    #[test]
+    fn an_unreadable_or_huge_offer_is_refused_briefly() {
+        let mut h = headers(None);
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_bytes("é".as_bytes()).unwrap());
+        assert_eq!(negotiate(&h, SERVED).unwrap_err().status, StatusCode::BAD_REQUEST);
+
+        let long = "x".repeat(60_000);
+        let r = negotiate(&headers(Some(&long)), SERVED).unwrap_err();
+        assert!(r.reason.len() < 300, "{}", r.reason.len());
     }
 
     #[test]

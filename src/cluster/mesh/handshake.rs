@@ -58,6 +58,11 @@ pub enum HandshakeError {
     /// The peer has our node id (often: we dialled ourselves).
     #[error("peer has our own node id {0:?}")]
     OwnId(String),
+    /// Another live process already holds this node id in the cluster
+    /// (two nodes started with the same `--node-id`, or a restart whose old
+    /// process has not yet timed out).
+    #[error("node id {0:?} is already linked to another live process")]
+    DuplicateId(String),
     /// The peer could not prove the shared secret.
     #[error("wrong cluster secret")]
     BadProof,

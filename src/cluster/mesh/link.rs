@@ -111,6 +111,14 @@ async fn exchange(mut io: LinkIo, mesh: &MeshShared) -> Result<Established, Hand
                 refuse(&mut io, &e).await;
                 return Err(e);
             }
+            // A live link to another process with this id: refuse the
+            // newcomer rather than let two nodes share an identity. A real
+            // restart gets in once the old link times out.
+            if mesh.linked_incarnation(&node_id).is_some_and(|i| i != incarnation) {
+                let e = HandshakeError::DuplicateId(node_id);
+                refuse(&mut io, &e).await;
+                return Err(e);
+            }
             (node_id, incarnation, nonce, listen)
         }
         Handshake::Refuse { reason } => return Err(HandshakeError::RefusedByPeer(reason)),

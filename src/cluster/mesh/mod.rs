@@ -34,6 +34,9 @@ use link::LinkHandle;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between dials: a restarted peer is found within this.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Consecutive failed dials after which a gossiped (not configured) peer
+/// address is forgotten: with the backoff above, about a minute.
+const GOSSIP_GIVE_UP: u32 = 16;
 /// Room for the envelope around the largest message.
 const ENVELOPE_OVERHEAD: usize = 64 * 1024;
 
@@ -181,6 +184,11 @@ impl MeshShared {
         outcome
     }
 
+    /// The incarnation of the process linked as `peer`, if any.
+    fn linked_incarnation(&self, peer: &str) -> Option<u64> {
+        self.links().get(peer).map(|l| l.incarnation)
+    }
+
     /// Removes link `id` of `peer` if it is still the registered one.
     fn unregister(&self, peer: &Arc<str>, id: u64) -> bool {
         let mut links = sync::write(&self.links);
@@ -264,6 +272,7 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, mesh: Arc<MeshShared>) {
 
 async fn dial_loop(addr: String, mesh: Arc<MeshShared>) {
     let mut backoff = BACKOFF_MIN;
+    let mut failures = 0;
     loop {
         if mesh.shutdown.is_cancelled() {
             return;
@@ -275,7 +284,10 @@ async fn dial_loop(addr: String, mesh: Arc<MeshShared>) {
         }
 
         match dial_once(&addr, &mesh).await {
-            Ok(()) => backoff = BACKOFF_MIN,
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                failures = 0;
+            }
             Err(HandshakeError::OwnId(_)) => {
                 debug!(addr, "address is this node; not dialling it");
                 mesh.set_dialer(&addr, |d| {
@@ -289,9 +301,20 @@ async fn dial_loop(addr: String, mesh: Arc<MeshShared>) {
                     d.state = if is_refusal(&e) { "refused" } else { "connecting" }
                 });
                 log_refusal(&addr, &e);
+                failures += 1;
             }
         }
         mesh.set_dialer(&addr, |d| d.attempted = true);
+
+        // Configured peers are dialled forever. An address only learned by
+        // gossip is forgotten once it has failed for about a minute (the
+        // node left or died), so stopped nodes do not stay listed, and a
+        // stranger later started on that port is not pulled in.
+        if failures >= GOSSIP_GIVE_UP && !mesh.dialers().get(&addr).is_some_and(|d| d.configured) {
+            debug!(addr, "forgetting a gossiped peer address that stopped answering");
+            mesh.dialers().remove(&addr);
+            return;
+        }
 
         // Full jitter over the upper half keeps restarted nodes from dialling in lockstep.
         let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
