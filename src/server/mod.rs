@@ -5,6 +5,7 @@
 //! `/readyz`, `/cluster`). [`ServerHandle::shutdown`] stops accepting,
 //! closes every client with 1001 and waits, bounded, for them to go.
 
+pub mod accept;
 pub mod api;
 pub mod connection;
 pub mod http;
@@ -15,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -168,19 +168,8 @@ impl Server {
             api_key: self.config.api_key.as_deref().map(Into::into),
             echo: self.config.echo,
         };
-        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let listener = listener.tap_io(|tcp| {
-            // Small messages must not wait for Nagle's algorithm.
-            let _ = tcp.set_nodelay(true);
-        });
-        let stop = shutdown.clone();
-        let join = tokio::spawn(async move {
-            if let Err(e) =
-                axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
-            {
-                warn!(error = %e, "http server stopped with an error");
-            }
-        });
+        let app = http::router(state);
+        let join = tokio::spawn(accept::serve(listener, app, shutdown.clone()));
 
         info!(addr = %local_addr, "listening");
         Ok(ServerHandle {
