@@ -4,6 +4,8 @@
 # multi-process cluster), the independent-client interop tests (Python
 # websockets, Node ws) and the Autobahn conformance cases.
 #
+# Also a seconds-long smoke run of the benchmark harness (bench/).
+#
 # Usage: scripts/test.sh      (CI runs exactly this through .ci/run)
 set -euo pipefail
 
@@ -43,6 +45,13 @@ rust_passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/cargo-test.log |
 
 say "interop and conformance"
 WSCLUSTER_BIN="$ROOT/target/debug/wscluster" bash scripts/interop.sh
+
+say "benchmark harness smoke run"
+# Seconds, not a measurement: it checks every scenario (and the Socket.IO
+# peer) still runs end to end. Real runs: README, "Benchmarks".
+cargo run --quiet -p wscluster-bench -- --smoke --server-bin "$ROOT/target/debug/wscluster" all \
+  > target/bench-smoke.log 2>&1 || { tail -40 target/bench-smoke.log; echo "bench smoke failed" >&2; exit 1; }
+echo "bench smoke: ok"
 
 say "summary"
 echo "rust: ${rust_passed} passed, 0 failed"
