@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_websockets::{CloseCode, Error as WsError, Message, WebSocketStream};
 use tracing::{Instrument, debug, info};
@@ -38,6 +38,9 @@ const LARGE_FRAME: usize = 16 * 1024;
 
 /// Longest wait for the cluster to apply a new subscription's interest.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most bytes read and discarded from a closing client (see [`finish`]).
+const DRAIN_LIMIT: usize = 32 << 20;
 
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -351,6 +354,7 @@ where
         Ending::Close(CloseCode::POLICY_VIOLATION, _) => SLOW_CLOSE_GRACE,
         _ => CLOSE_GRACE,
     };
+    let drain = matches!(ending, Ending::Close(CloseCode::MESSAGE_TOO_BIG, _));
     let closing = async {
         match ending {
             Ending::Gone => return,
@@ -363,6 +367,24 @@ where
             Ending::FlushLibraryClose => {}
         }
         while let Some(Ok(_)) = ws.next().await {}
+
+        // After refusing an oversized message the client may still be
+        // writing it. Closing the socket on unread bytes makes the kernel
+        // send a reset, which can destroy our close frame before the client
+        // reads it; so read and discard what it still sends (bounded by the
+        // grace period and DRAIN_LIMIT) until it closes its side.
+        if !drain {
+            return;
+        }
+        let _ = ws.flush().await;
+        let mut sink = [0u8; 16 * 1024];
+        let mut drained = 0;
+        while drained < DRAIN_LIMIT {
+            match ws.get_mut().read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
     };
     let _ = tokio::time::timeout(grace, closing).await;
 }
