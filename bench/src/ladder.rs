@@ -238,6 +238,23 @@ pub struct LadderOpts {
     pub until_behind: bool,
 }
 
+impl LadderOpts {
+    /// The ladder both throughput scenarios use: `rates` (or the tiny
+    /// `smoke_rates` under `--smoke`), p99 limit 50 ms, stepped until
+    /// deliveries fall behind, within a time budget.
+    pub fn stepped(smoke: bool, rates: &[f64], smoke_rates: &[f64], secs: f64) -> Self {
+        Self {
+            rates: if smoke { smoke_rates.to_vec() } else { rates.to_vec() },
+            secs,
+            drain_secs: 2.0,
+            p99_limit_ms: 50.0,
+            refine: !smoke,
+            budget_secs: if smoke { 10.0 } else { 150.0 },
+            until_behind: true,
+        }
+    }
+}
+
 /// One step of a ladder.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepResult {

@@ -65,15 +65,7 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<()> {
     } else {
         a.clone()
     };
-    let ladder = LadderOpts {
-        rates: if ctx.smoke { vec![10.0, 50.0] } else { RATES.to_vec() },
-        secs: a.step_secs,
-        drain_secs: 2.0,
-        p99_limit_ms: 50.0,
-        refine: !ctx.smoke,
-        budget_secs: if ctx.smoke { 10.0 } else { 150.0 },
-        until_behind: true,
-    };
+    let ladder = LadderOpts::stepped(ctx.smoke, RATES, &[10.0, 50.0], a.step_secs);
     let mut runs: Vec<Value> = Vec::new();
     for run in 0..ctx.runs {
         eprintln!("fanout run {}/{}", run + 1, ctx.runs);
