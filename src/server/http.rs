@@ -10,11 +10,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
 use hyper_util::rt::TokioIo;
-use tokio_websockets::{Limits, ServerBuilder};
+use tokio_websockets::{Config, Limits, ServerBuilder};
 
 use super::AppState;
 use super::connection;
 use super::upgrade::{self, Speaks};
+
+/// Initial size of each connection's read buffer. Most clients are idle
+/// most of the time and send small JSON messages, and every open
+/// connection holds this buffer; the library's default (8 KiB) was most of
+/// an idle connection's memory. A larger frame grows the buffer as needed.
+const READ_BUFFER: usize = 1024;
 
 /// The router serving one node.
 pub fn router(state: AppState) -> Router {
@@ -100,7 +106,8 @@ async fn websocket(
             return;
         };
         let limits = Limits::default().max_payload_len(Some(task_state.max_message_size));
-        let ws = ServerBuilder::new().limits(limits).serve(TokioIo::new(upgraded));
+        let config = Config::default().read_buffer_size(READ_BUFFER);
+        let ws = ServerBuilder::new().config(config).limits(limits).serve(TokioIo::new(upgraded));
         match (task_state.echo, speaks) {
             (true, _) => connection::serve_echo(ws).await,
             (false, Speaks::Sgc { .. }) => {
