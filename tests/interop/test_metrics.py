@@ -12,33 +12,19 @@ for cumulative buckets ending in `+Inf` equal to `_count`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import http.client
 import json
 import re
 import time
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-RECV_TIMEOUT = 5.0
-TEST_TIMEOUT = 60.0
+from interop_support import RECV_TIMEOUT, JsonClient, async_test, open_ws
+
 SGC = "esegece.com"
 CLUSTER_LISTEN_RE = re.compile(r"^cluster-listening (\S+)$")
-
-
-def async_test(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            asyncio.run(asyncio.wait_for(fn(*args, **kwargs), TEST_TIMEOUT))
-        except asyncio.TimeoutError:
-            raise AssertionError(f"test did not finish within {TEST_TIMEOUT}s") from None
-
-    return wrapper
 
 
 # -------------------------------------------------------------------- HTTP
@@ -115,28 +101,15 @@ def wait_metric(srv, name: str, expected: float, **labels: str) -> Metrics:
 # -------------------------------------------------------------------- sgc
 
 
-class Sgc:
-    """A minimal sgc client that counts what it receives."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.received = 0
+class Sgc(JsonClient):
+    """A minimal sgc client; `received` keeps what it read."""
 
     @classmethod
     async def open(cls, srv, **kw: Any) -> "Sgc":
-        ws = await connect(f"ws://{srv.addr}/", subprotocols=[SGC], **kw)
-        c = cls(ws)
+        c = cls(await open_ws(f"ws://{srv.addr}/", [SGC], **kw))
         session = await c.recv()
         assert session["result"]["method"] == "sgc@session", session
         return c
-
-    async def send(self, msg: Any) -> None:
-        await self.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
-
-    async def recv(self) -> Any:
-        raw = await asyncio.wait_for(self.ws.recv(), RECV_TIMEOUT)
-        self.received += 1
-        return json.loads(raw)
 
     async def subscribe(self, channel: str) -> None:
         await self.send(
@@ -239,7 +212,7 @@ async def test_counters_match_a_scripted_workload(server_factory):
         + K_BETA
         + 1  # the error reply
     )
-    assert sum(c.received for c in clients) == messages_out
+    assert sum(len(c.received) for c in clients) == messages_out
     expected = {
         ("wscluster_connections", ()): N_CONNECTIONS,
         ("wscluster_messages_out_total", ()): messages_out,

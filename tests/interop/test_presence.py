@@ -9,38 +9,17 @@ wait SILENCE seconds.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
-import os
 import uuid
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-RECV_TIMEOUT = float(os.environ.get("SGC_RECV_TIMEOUT", "5"))
-SILENCE = float(os.environ.get("SGC_SILENCE", "0.4"))
-TEST_TIMEOUT = 60.0
+from interop_support import JsonClient, async_test, open_ws, uniq
+
 PRESENCE = Subprotocol("presence.esegece.com")
 P = "sgc@presence@"
-
-
-def async_test(fn):
-    """Run an async test body in a fresh event loop with an overall timeout."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            asyncio.run(asyncio.wait_for(fn(*args, **kwargs), TEST_TIMEOUT))
-        except asyncio.TimeoutError:
-            raise AssertionError(f"test did not finish within {TEST_TIMEOUT}s") from None
-
-    return wrapper
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def member(mid: str) -> dict:
@@ -51,24 +30,16 @@ def msg(method: str, **keys: Any) -> dict:
     return {"jsonrpc": "2.0", "method": P + method, **keys}
 
 
-class Client:
+class Client(JsonClient):
     """A `websockets` connection speaking presence JSON."""
 
     def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self.session_id = ""
 
     @classmethod
     async def open(cls, url: str, subprotocols=(PRESENCE,)) -> "Client":
-        ws = await connect(
-            url,
-            subprotocols=list(subprotocols) or None,
-            proxy=None,
-            open_timeout=RECV_TIMEOUT,
-            close_timeout=2,
-            ping_interval=None,
-        )
-        return cls(ws)
+        return cls(await open_ws(url, list(subprotocols)))
 
     @classmethod
     async def session(cls, url: str) -> "Client":
@@ -78,37 +49,16 @@ class Client:
         c.session_id = first["message"]["text"]
         return c
 
-    async def send(self, obj: Any) -> None:
-        await self.ws.send(obj if isinstance(obj, str) else json.dumps(obj))
-
-    async def recv(self) -> Any:
-        try:
-            data = await asyncio.wait_for(self.ws.recv(), RECV_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"no message within {RECV_TIMEOUT}s") from None
-        assert isinstance(data, str), f"expected a text frame, got {data!r}"
-        return json.loads(data)
-
     async def expect(self, method: str) -> dict:
         got = await self.recv()
         assert got.get("method") == P + method, f"expected {P + method}, got {got!r}"
         return got
-
-    async def expect_silence(self) -> None:
-        try:
-            data = await asyncio.wait_for(self.ws.recv(), SILENCE)
-        except asyncio.TimeoutError:
-            return
-        raise AssertionError(f"expected silence, got {data!r}")
 
     async def register(self, mid: str) -> dict:
         await self.send(msg("member@new", member=member(mid)))
         got = await self.expect("member@new")
         assert got == msg("member@new", member=member(mid)), got
         return got
-
-    async def close(self) -> None:
-        await self.ws.close()
 
 
 @async_test

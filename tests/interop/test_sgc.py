@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import http.client
 import json
 import os
 import re
 import signal
-import uuid
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-RECV_TIMEOUT = float(os.environ.get("SGC_RECV_TIMEOUT", "5"))
-SILENCE = float(os.environ.get("SGC_SILENCE", "0.4"))
-TEST_TIMEOUT = 60.0
+from interop_support import RECV_TIMEOUT, JsonClient, async_test, open_ws, uniq
+
 SGC = Subprotocol("esegece.com")
 GUID_RE = re.compile(
     r"^\{?[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}?$"
@@ -41,23 +38,6 @@ DEFAULT_MAX_MESSAGE = 1048576
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-
-def async_test(fn):
-    """Run an async test body in a fresh event loop with an overall timeout."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            asyncio.run(asyncio.wait_for(fn(*args, **kwargs), TEST_TIMEOUT))
-        except asyncio.TimeoutError:
-            raise AssertionError(f"test did not finish within {TEST_TIMEOUT}s") from None
-
-    return wrapper
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def req(method: str, params: Any = None, id: Any = None, **extra: Any) -> dict:
@@ -124,13 +104,12 @@ def check_session(msg: Any) -> str:
     return guid
 
 
-class Client:
-    """Thin wrapper around a `websockets` connection speaking sgc."""
+class Client(JsonClient):
+    """A `websockets` connection speaking sgc."""
 
     def __init__(self, ws: ClientConnection, session_msg: Any) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self.session_msg = session_msg
-        self.received: list[Any] = []
 
     @classmethod
     async def open(
@@ -138,16 +117,7 @@ class Client:
     ) -> "Client":
         if subprotocols is None:
             subprotocols = [SGC]
-        ws = await connect(
-            url,
-            subprotocols=[Subprotocol(s) for s in subprotocols] or None,
-            proxy=None,
-            open_timeout=RECV_TIMEOUT,
-            close_timeout=2,
-            ping_interval=None,
-            max_size=kw.pop("max_size", 8 * 2**20),
-            **kw,
-        )
+        ws = await open_ws(url, subprotocols, max_size=kw.pop("max_size", 8 * 2**20), **kw)
         client = cls(ws, None)
         if expect_session:
             first = await client.recv()
@@ -161,29 +131,6 @@ class Client:
         except (TypeError, KeyError):
             return None
 
-    async def send(self, obj: Any) -> None:
-        await self.ws.send(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
-
-    async def recv_raw(self, timeout: float = RECV_TIMEOUT) -> str | bytes:
-        try:
-            data = await asyncio.wait_for(self.ws.recv(), timeout)
-        except asyncio.TimeoutError:
-            raise AssertionError(
-                f"no message within {timeout}s; earlier messages on this connection: "
-                f"{self.received[-5:]!r}"
-            ) from None
-        self.received.append(data)
-        return data
-
-    async def recv(self, timeout: float = RECV_TIMEOUT) -> Any:
-        data = await self.recv_raw(timeout)
-        if isinstance(data, bytes):
-            raise AssertionError(f"expected a text frame, got a binary frame {data[:80]!r}")
-        try:
-            return json.loads(data)
-        except ValueError:
-            raise AssertionError(f"server sent a text frame that is not JSON: {data[:200]!r}") from None
-
     async def recv_skip_acks(self, timeout: float = RECV_TIMEOUT) -> Any:
         while True:
             msg = await self.recv(timeout)
@@ -194,15 +141,6 @@ class Client:
         msg = await self.recv(timeout)
         assert msg == expected, f"\nexpected: {json.dumps(expected)}\nobserved: {json.dumps(msg)}"
         return msg
-
-    async def expect_silence(self, seconds: float = SILENCE) -> None:
-        try:
-            data = await asyncio.wait_for(self.ws.recv(), seconds)
-        except asyncio.TimeoutError:
-            return
-        except ConnectionClosed as exc:
-            raise AssertionError(f"connection closed while expecting silence: {exc!r}") from None
-        raise AssertionError(f"expected no message, got {data!r}")
 
     async def subscribe(self, channel: str) -> None:
         await self.send(req("sgc@subscribe", {"channel": channel}))
@@ -247,11 +185,6 @@ class Client:
                 return exc
             self.received.append(data)
 
-    async def close(self) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(), 3)
-        except Exception:
-            pass
 
 
 # --------------------------------------------------------------------------
