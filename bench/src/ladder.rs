@@ -425,19 +425,60 @@ pub async fn run_ladder(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    if let (true, false, Some(p), Some(f)) = (opts.refine, opts.until_behind, last_pass, first_fail)
-    {
-        let mid = round2((p * f).sqrt());
-        if mid > p * 1.1 && mid < f * 0.95 && steps.last().is_none_or(|s| s.closed == 0) {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let step = steps.len() as u32 + 1;
-            let r =
-                noise_checked_step(driver, step, mid, receivers, opts, server_pids, label).await?;
-            steps.push(r);
-        }
+    if opts.refine {
+        refine(driver, receivers, opts, server_pids, label, &mut steps, first_fail).await?;
     }
     Ok(steps)
 }
+
+/// Narrows the highest passing rate: between it and the next rate tried
+/// above it (which failed), tries the geometric middle, then the middle of
+/// whichever half it leaves, [`REFINE_STEPS`] times at most. Without this
+/// the figure moves only in whole ladder steps (100 to 200 msg/s, say), and
+/// a ratio between two targets is mostly the ladder's rounding.
+async fn refine(
+    driver: &mut Driver,
+    receivers: u64,
+    opts: &LadderOpts,
+    server_pids: &[u32],
+    label: &str,
+    steps: &mut Vec<StepResult>,
+    first_fail: Option<f64>,
+) -> Result<()> {
+    if steps.iter().any(|s| s.closed > 0) {
+        return Ok(());
+    }
+    let Some(mut pass) = steps.iter().filter(|s| s.pass).map(|s| s.rate).reduce(f64::max) else {
+        return Ok(());
+    };
+    let above = steps.iter().filter(|s| s.rate > pass).map(|s| s.rate).reduce(f64::min);
+    let Some(mut fail) = above.or(first_fail) else {
+        return Ok(());
+    };
+    for _ in 0..REFINE_STEPS {
+        let mid = round2((pass * fail).sqrt());
+        if mid <= pass * 1.1 || mid >= fail * 0.95 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let step = steps.len() as u32 + 1;
+        let r = noise_checked_step(driver, step, mid, receivers, opts, server_pids, label).await?;
+        let (passed, closed) = (r.pass, r.closed > 0);
+        steps.push(r);
+        if closed {
+            break;
+        }
+        if passed {
+            pass = mid;
+        } else {
+            fail = mid;
+        }
+    }
+    Ok(())
+}
+
+/// Bisection steps after a ladder (see [`refine`]).
+const REFINE_STEPS: usize = 2;
 
 /// Other work on the machine above which a failed step is not believed.
 const NOISY_PCT: f64 = 25.0;
