@@ -98,7 +98,9 @@ impl SgcProtocol {
         });
     }
 
-    /// Drops the kept events of `channel` on this node.
+    /// Drops the kept events of `channel` on this node. Other nodes keep
+    /// theirs, and this node pulls them again when one of them becomes
+    /// live, so a queue is cleared for good only when cleared everywhere.
     pub fn clear_queue(&self, channel: &str) {
         self.inner.hub.clear_kept(channel);
     }
