@@ -138,6 +138,7 @@ fn probe(server: &TestServer, channel: &str, message: &str) -> usize {
         channel: Some(channel.into()),
         message: json!(message),
         queue: QueueLevel::None,
+        at_us: 0,
     })
 }
 

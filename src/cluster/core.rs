@@ -20,6 +20,7 @@ use super::dedup::{Dedup, Verdict};
 use super::envelope::{Body, Envelope, now_us};
 use super::events::ClusterEvent;
 use super::interest::RemoteInterest;
+use super::kept_sync::{KEPT_PAGE_BYTES, Pulls};
 pub use super::pending::ChannelCounts;
 use super::pending::{Barriers, Gathers};
 use super::transport::{Target, Transport};
@@ -49,12 +50,18 @@ pub struct Core {
     pub(super) live: Mutex<HashSet<Arc<str>>>,
     pub(super) barriers: Mutex<Barriers>,
     gathers: Mutex<Gathers>,
+    /// Kept events being pulled from peers (see [`super::kept_sync`]).
+    pub(super) kept_pulls: Mutex<Pulls>,
+    /// Bytes of kept events per page this node sends.
+    pub(super) kept_page_bytes: usize,
     events: broadcast::Sender<ClusterEvent>,
 }
 
 impl Core {
     /// A core for node `node_id`; the incarnation is the start time.
-    pub fn new(node_id: Arc<str>) -> Self {
+    /// `max_message_size` bounds the link frames, so pages of kept events
+    /// are kept within it.
+    pub fn new(node_id: Arc<str>, max_message_size: usize) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
             dedup: Mutex::new(Dedup::new(node_id.clone())),
@@ -71,6 +78,8 @@ impl Core {
             live: Mutex::default(),
             barriers: Mutex::default(),
             gathers: Mutex::default(),
+            kept_pulls: Mutex::default(),
+            kept_page_bytes: KEPT_PAGE_BYTES.min(max_message_size),
             events,
         }
     }
@@ -224,7 +233,8 @@ impl Core {
         self.send_with(|| TargetOwned::All, || Body::SyncRequest);
     }
 
-    /// A link to `peer` came up: tell it what we are interested in.
+    /// A link to `peer` came up: tell it what we are interested in. A peer
+    /// that was not live may hold kept events this node missed: pull them.
     pub fn peer_up(&self, peer: &Arc<str>) {
         let newly = sync::lock(&self.live).insert(peer.clone());
         if newly {
@@ -232,6 +242,9 @@ impl Core {
             self.emit(ClusterEvent::PeerConnected { node_id: peer.clone() });
         }
         self.announce(Some(peer));
+        if newly {
+            self.pull_kept(peer);
+        }
     }
 
     /// `peer` is gone (left, timed out, link lost): forget what it wanted.
@@ -246,6 +259,7 @@ impl Core {
         }
         sync::write(&self.interest).forget(peer);
         sync::lock(&self.barriers).peer_gone(peer);
+        sync::lock(&self.kept_pulls).forget(peer);
         if was_live {
             info!(peer = %peer, reason, "peer disconnected");
             self.emit(ClusterEvent::PeerDisconnected {
@@ -364,6 +378,14 @@ impl Core {
                 }
                 "query"
             }
+            Body::KeptRequest { pull, cursor } => {
+                self.answer_kept_request(&env.origin, pull, &cursor);
+                "kept"
+            }
+            Body::KeptPage { pull, records, next } => {
+                self.take_kept_page(&env.origin, pull, records, next);
+                "kept"
+            }
             Body::SyncRequest => {
                 self.announce(Some(&env.origin));
                 "sync"
@@ -400,8 +422,9 @@ impl Core {
     }
 
     /// The nodes a publication must reach. Kept events and channel-less
-    /// broadcasts go everywhere (every node keeps kept queues); the rest
-    /// only where some subscription matches.
+    /// broadcasts go everywhere (every node keeps kept queues; a node that
+    /// is not linked now pulls them when it is, see [`super::kept_sync`]);
+    /// the rest only where some subscription matches.
     pub(super) fn route(&self, p: &Publication) -> TargetOwned {
         match (&p.channel, p.kind, p.queue) {
             (None, _, _) => TargetOwned::All,

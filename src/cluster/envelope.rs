@@ -11,9 +11,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::hub::kept::KeptCursor;
 use crate::presence::relay::{Invitation, PresenceMessage};
 use crate::presence::{PresenceDelta, PresenceSnapshot};
-use crate::sgc::Publication;
+use crate::sgc::{KeptRecord, Publication};
 
 /// One message between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +108,24 @@ pub enum Body {
         token: u64,
         /// Channel names with local subscriber counts.
         channels: Vec<(Arc<str>, usize)>,
+    },
+    /// The origin asks for a page of the receiver's kept events (it just
+    /// linked to the receiver, or heard it again). Pulled a page at a time
+    /// so no snapshot outgrows a link queue.
+    KeptRequest {
+        /// Names this pull, so pages of an earlier one are told apart.
+        pull: u64,
+        /// Where the page starts (the default cursor is the start).
+        cursor: KeptCursor,
+    },
+    /// One page of the origin's kept events, answering a `KeptRequest`.
+    KeptPage {
+        /// The request's pull.
+        pull: u64,
+        /// Kept events, channel by channel, oldest first within each.
+        records: Vec<KeptRecord>,
+        /// Where the next page starts; `None` on the last page.
+        next: Option<KeptCursor>,
     },
     /// The origin is stopping; forget it now rather than at the timeout.
     Leave,

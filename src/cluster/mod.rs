@@ -12,6 +12,7 @@ pub mod dedup;
 pub mod envelope;
 pub mod events;
 pub mod interest;
+pub mod kept_sync;
 pub mod liveness;
 pub mod mesh;
 pub mod pending;
@@ -106,7 +107,7 @@ impl Cluster {
         if config.node_id.is_empty() {
             config.node_id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         }
-        let core = Arc::new(Core::new(config.node_id.as_str().into()));
+        let core = Arc::new(Core::new(config.node_id.as_str().into(), config.max_message_size));
         Self { config, core, attached: Mutex::default(), running: Mutex::default() }
     }
 

@@ -252,9 +252,12 @@ async fn subscribe_once(shared: &Shared) -> redis::RedisResult<()> {
     // as soon as Redis proves it delivers to us again.
     enqueue(shared, shared.core.unsequenced(Body::Heartbeat).encode());
 
-    // We may have missed changes while deaf: re-announce, ask the others.
+    // We may have missed changes while deaf: re-announce, ask the others,
+    // and pull the kept events of peers still counted as live (those that
+    // timed out are pulled when they are heard again, as new).
     shared.core.announce(None);
     shared.core.request_sync();
+    shared.core.pull_kept_from_live();
 
     let mut messages = pubsub.on_message();
     loop {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use kept::{KeepOutcome, KeptQueues, QueueLevel};
+use kept::{KeepOutcome, KeptCursor, KeptEntry, KeptMeta, KeptQueues, MergeOutcome, Page};
 use outbox::{CloseReason, Outbox, OutboxReceiver, Outgoing};
 use subscriptions::{ConnId, InterestChange, Subscriptions};
 
@@ -120,11 +120,12 @@ impl Hub {
     }
 
     /// Delivers `event` to every local subscriber of `channel` (each once)
-    /// and keeps it at `level`. Returns how many connections it was queued for.
-    pub fn fan_out(&self, channel: &Arc<str>, level: QueueLevel, event: Outgoing) -> usize {
+    /// and, when `kept` says so, keeps it for later subscribers. Returns
+    /// how many connections it was queued for.
+    pub fn fan_out(&self, channel: &Arc<str>, kept: Option<KeptMeta>, event: Outgoing) -> usize {
         let state = self.read();
-        if level != QueueLevel::None {
-            self.keep(channel, level, event.clone());
+        if let Some(meta) = kept {
+            self.keep(channel, KeptEntry { meta, event: event.clone() });
         }
 
         let mut delivered = 0;
@@ -150,6 +151,23 @@ impl Hub {
     /// Drops the kept events of `channel`.
     pub fn clear_kept(&self, channel: &str) {
         sync::lock(&self.kept).clear(channel);
+    }
+
+    /// Merges kept entries another node holds for `channel` into this
+    /// node's (see [`KeptQueues::merge`]); nobody is sent anything now.
+    /// What the caps drop or refuse is counted like a refused `keep`.
+    pub fn merge_kept(&self, channel: &Arc<str>, entries: Vec<KeptEntry>) -> MergeOutcome {
+        let outcome = sync::lock(&self.kept).merge(channel, entries);
+        count_kept_drops("per_channel_cap", outcome.dropped_oldest);
+        count_kept_drops("channel_cap", outcome.refused_channel_cap);
+        outcome
+    }
+
+    /// A page of this node's kept entries for a peer (see
+    /// [`KeptQueues::page`]). Entries are shared handles: the lock is held
+    /// only to clone them.
+    pub fn kept_page(&self, from: &KeptCursor, budget: usize) -> Page {
+        sync::lock(&self.kept).page(from, budget)
     }
 
     /// Channels and patterns with local subscribers (for cluster interest).
@@ -189,17 +207,11 @@ impl Hub {
         }
     }
 
-    fn keep(&self, channel: &Arc<str>, level: QueueLevel, event: Outgoing) {
-        let outcome = sync::lock(&self.kept).keep(channel, level, event);
+    fn keep(&self, channel: &Arc<str>, entry: KeptEntry) {
+        let outcome = sync::lock(&self.kept).keep(channel, entry);
         match outcome {
-            KeepOutcome::KeptDroppedOldest => {
-                metrics::counter!("wscluster_kept_dropped_total", "reason" => "per_channel_cap")
-                    .increment(1);
-            }
-            KeepOutcome::RefusedChannelCap => {
-                metrics::counter!("wscluster_kept_dropped_total", "reason" => "channel_cap")
-                    .increment(1);
-            }
+            KeepOutcome::KeptDroppedOldest => count_kept_drops("per_channel_cap", 1),
+            KeepOutcome::RefusedChannelCap => count_kept_drops("channel_cap", 1),
             KeepOutcome::Kept | KeepOutcome::NotKept => {}
         }
     }
@@ -210,5 +222,11 @@ impl Hub {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         sync::write(&self.state)
+    }
+}
+
+fn count_kept_drops(reason: &'static str, n: usize) {
+    if n > 0 {
+        metrics::counter!("wscluster_kept_dropped_total", "reason" => reason).increment(n as u64);
     }
 }

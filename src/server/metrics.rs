@@ -57,6 +57,10 @@ fn describe() {
     );
     describe_counter!("wscluster_refused_total", "requests refused by a limit, by reason");
     describe_counter!("wscluster_kept_dropped_total", "kept events dropped by a cap, by reason");
+    describe_counter!(
+        "wscluster_kept_synced_total",
+        "kept events received from peers when they became live"
+    );
     describe_counter!("wscluster_backplane_sent_total", "envelopes sent, by peer (or redis)");
     describe_counter!("wscluster_backplane_received_total", "envelopes received, by origin");
     describe_counter!("wscluster_backplane_dropped_total", "envelopes dropped, by reason");

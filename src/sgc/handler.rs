@@ -256,6 +256,7 @@ impl SgcProtocol {
             channel: channel.map(Into::into),
             message,
             queue: queue_param(req)?,
+            at_us: super::publication::now_us(),
         });
         Ok(())
     }

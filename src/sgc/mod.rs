@@ -23,11 +23,11 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use crate::hub::Hub;
-use crate::hub::kept::QueueLevel;
+use crate::hub::kept::{KeptCursor, KeptEntry, KeptMeta, QueueLevel};
 use crate::hub::outbox::Outgoing;
 use crate::hub::subscriptions::InterestChange;
 pub use hooks::{Client, PublishDecision, RpcError, SgcHooks};
-pub use publication::{Barrier, Kind, Publication, Relay};
+pub use publication::{Barrier, KeptRecord, Kind, Publication, Relay};
 pub use settings::{Qos, SgcSettings};
 
 /// The sub-protocol token of the sgc protocol.
@@ -82,6 +82,7 @@ impl SgcProtocol {
             channel: Some(channel.into()),
             message,
             queue,
+            at_us: publication::now_us(),
         });
     }
 
@@ -93,10 +94,13 @@ impl SgcProtocol {
             channel: channel.map(Into::into),
             message,
             queue: QueueLevel::None,
+            at_us: publication::now_us(),
         });
     }
 
-    /// Drops the kept events of `channel` on this node.
+    /// Drops the kept events of `channel` on this node. Other nodes keep
+    /// theirs, and this node pulls them again when one of them becomes
+    /// live, so a queue is cleared for good only when cleared everywhere.
     pub fn clear_queue(&self, channel: &str) {
         self.inner.hub.clear_kept(channel);
     }
@@ -104,22 +108,62 @@ impl SgcProtocol {
     /// Fans a publication out to this node's clients. The cluster calls this
     /// for publications made on other nodes.
     pub fn deliver(&self, p: &Publication) -> usize {
-        let ack_id = (self.inner.settings.qos != Qos::AtMostOnce).then(|| p.id.clone());
-        let (method, channel) = match p.kind {
-            Kind::Event => ("sgc@event", p.channel.as_deref().unwrap_or("")),
-            Kind::Broadcast => ("sgc@message", p.channel.as_deref().unwrap_or("")),
-        };
-        let bytes = wire::event(method, channel, &p.message, ack_id.as_ref());
-        let out = Outgoing { bytes, ack_id };
+        let out = self.encode(p);
+        let kept = (p.kind == Kind::Event && p.queue != QueueLevel::None).then(|| KeptMeta {
+            id: p.id.clone(),
+            at_us: p.at_us,
+            level: p.queue,
+        });
 
-        let delivered = match (&p.kind, &p.channel) {
-            (Kind::Event, Some(ch)) => self.inner.hub.fan_out(ch, p.queue, out),
-            (Kind::Broadcast, Some(ch)) => self.inner.hub.fan_out(ch, QueueLevel::None, out),
-            (_, None) => self.inner.hub.fan_out_all(&out),
+        let delivered = match &p.channel {
+            Some(ch) => self.inner.hub.fan_out(ch, kept, out),
+            None => self.inner.hub.fan_out_all(&out),
         };
         let kind = if p.kind == Kind::Event { "event" } else { "message" };
         metrics::counter!("wscluster_deliveries_total", "kind" => kind).increment(delivered as u64);
         delivered
+    }
+
+    /// Merges kept events another node holds into this node's kept queues,
+    /// each encoded exactly as [`SgcProtocol::deliver`] would encode it,
+    /// but sent to nobody now: they are for later subscribers (see
+    /// [`crate::hub::kept::KeptQueues::merge`]). Returns how many this node
+    /// did not hold and holds now.
+    pub fn merge_kept(&self, records: Vec<KeptRecord>) -> usize {
+        let mut added = 0;
+        let mut records = records.into_iter().peekable();
+        while let Some(first) = records.next() {
+            // A page lists each channel's records together: merge them as one.
+            let channel = first.channel.clone();
+            let mut entries = vec![self.kept_entry(first)];
+            while let Some(r) = records.next_if(|r| r.channel == channel) {
+                entries.push(self.kept_entry(r));
+            }
+            added += self.inner.hub.merge_kept(&channel, entries).added;
+        }
+        added
+    }
+
+    /// A page of this node's kept events for another node, from `from`,
+    /// of about `budget` bytes, and where the next page starts.
+    pub fn kept_page(
+        &self,
+        from: &KeptCursor,
+        budget: usize,
+    ) -> (Vec<KeptRecord>, Option<KeptCursor>) {
+        let page = self.inner.hub.kept_page(from, budget);
+        let records = page
+            .entries
+            .into_iter()
+            .filter_map(|(channel, entry)| {
+                // The message is read back out of the frame rather than kept
+                // a second time beside it: a kept event costs its bytes once.
+                let message = wire::event_message(&entry.event.bytes)?;
+                let KeptMeta { id, at_us, level } = entry.meta;
+                Some(KeptRecord { channel, id, at_us, queue: level, message })
+            })
+            .collect();
+        (records, page.next)
     }
 
     /// Connects this protocol to a cluster relay (see [`crate::cluster`]).
@@ -149,6 +193,33 @@ impl SgcProtocol {
         barrier
     }
 
+    /// Encodes a publication once, with this node's settings (with
+    /// server-to-client QoS the frame carries the id to acknowledge).
+    fn encode(&self, p: &Publication) -> Outgoing {
+        let ack_id = (self.inner.settings.qos != Qos::AtMostOnce).then(|| p.id.clone());
+        let method = match p.kind {
+            Kind::Event => "sgc@event",
+            Kind::Broadcast => "sgc@message",
+        };
+        let channel = p.channel.as_deref().unwrap_or("");
+        let bytes = wire::event(method, channel, &p.message, ack_id.as_ref());
+        Outgoing { bytes, ack_id }
+    }
+
+    /// A record from another node as this node keeps it.
+    fn kept_entry(&self, r: KeptRecord) -> KeptEntry {
+        let p = Publication {
+            id: r.id,
+            kind: Kind::Event,
+            channel: Some(r.channel),
+            message: r.message,
+            queue: r.queue,
+            at_us: r.at_us,
+        };
+        let event = self.encode(&p);
+        KeptEntry { meta: KeptMeta { id: p.id, at_us: p.at_us, level: p.queue }, event }
+    }
+
     fn relay(&self) -> Option<Arc<dyn Relay>> {
         sync::read(&self.inner.relay).clone()
     }
@@ -163,4 +234,43 @@ impl Default for SgcProtocol {
 /// A fresh GUID, as the protocol uses for sessions and publications.
 pub fn new_id() -> Arc<str> {
     uuid::Uuid::new_v4().to_string().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    /// What a new subscriber of `channel` is replayed, as JSON.
+    fn replay(sgc: &SgcProtocol, channel: &str) -> Vec<Value> {
+        let (conn, _tx, mut rx) = sgc.hub().register();
+        sgc.hub().subscribe(conn, channel, Outgoing::new(Bytes::from_static(b"{}")));
+        let _reply = rx.try_recv();
+        std::iter::from_fn(|| rx.try_recv())
+            .map(|o| serde_json::from_slice(&o.bytes).expect("json"))
+            .collect()
+    }
+
+    #[test]
+    fn kept_events_handed_to_another_node_replay_there_as_its_own() {
+        let a = SgcProtocol::new();
+        let settings = SgcSettings { qos: Qos::AtLeastOnce, ..SgcSettings::default() };
+        let b = SgcProtocol::with(settings, SgcHooks::default());
+        a.publish("k", json!("one"), QueueLevel::All);
+        a.publish("k", json!({"two": [2]}), QueueLevel::All);
+        a.publish("k", json!("not kept"), QueueLevel::None);
+
+        let (records, next) = a.kept_page(&KeptCursor::default(), 1 << 20);
+        assert!(next.is_none());
+        assert_eq!(b.merge_kept(records.clone()), 2);
+        assert_eq!(b.merge_kept(records.clone()), 0, "merging again adds nothing");
+
+        let on_b = replay(&b, "k");
+        let messages: Vec<&Value> = on_b.iter().map(|v| &v["result"]["message"]).collect();
+        assert_eq!(messages, [&json!("one"), &json!({"two": [2]})]);
+        // b encodes with its own settings: its QoS asks for acknowledgement.
+        assert_eq!(on_b[0]["id"].as_str(), Some(&*records[0].id));
+        assert!(replay(&a, "k")[0].get("id").is_none());
+    }
 }

@@ -3,8 +3,11 @@
 //! The same value is fanned out locally and, when a cluster is attached,
 //! handed to the relay that carries it to the other nodes, where it is fanned
 //! out again. It owns its message as JSON so any node can encode it.
+//! A [`KeptRecord`] is a kept event as one node hands it to another that
+//! (re)joined the cluster.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,6 +39,44 @@ pub struct Publication {
     /// The kept-queue level (events only).
     #[serde(with = "queue_level")]
     pub queue: QueueLevel,
+    /// When it was made, in origin wall-clock microseconds ([`now_us`]):
+    /// the order in which nodes merge their kept queues. 0 from a node
+    /// that predates it, which merges such entries first.
+    #[serde(default)]
+    pub at_us: u64,
+}
+
+/// A kept event as one node sends it to another. The receiver encodes
+/// it with its own settings, as if the publication had reached it live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptRecord {
+    /// The channel it is kept on.
+    pub channel: Arc<str>,
+    /// The publication id.
+    pub id: Arc<str>,
+    /// When the publication was made (see [`Publication::at_us`]).
+    pub at_us: u64,
+    /// `queueLevel1` or `queueLevel2`.
+    #[serde(with = "queue_level")]
+    pub queue: QueueLevel,
+    /// The message.
+    pub message: Value,
+}
+
+/// Microseconds since the Unix epoch, for [`Publication::at_us`]; strictly
+/// increasing within the process, so two publications of one node never
+/// tie and merged queues keep the order in which that node made them.
+pub fn now_us() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let previous = LAST.fetch_max(wall, Ordering::AcqRel);
+    if previous < wall {
+        return wall;
+    }
+    // The clock has not moved on (or went back): one past the last stamp.
+    LAST.fetch_add(1, Ordering::AcqRel) + 1
 }
 
 /// Where publications go beyond this node. The cluster implements it; the

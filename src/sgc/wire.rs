@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// JSON-RPC error codes the protocol uses.
@@ -153,6 +153,20 @@ pub fn event(method: &str, channel: &str, message: &Value, ack_id: Option<&Arc<s
     result(body, id.as_ref(), None)
 }
 
+/// The message inside a frame made by [`event`]; `None` for any other
+/// frame.
+pub fn event_message(frame: &[u8]) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct Frame {
+        result: Body,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        message: Value,
+    }
+    serde_json::from_slice::<Frame>(frame).ok().map(|f| f.result.message)
+}
+
 /// A JSON-RPC error answer.
 pub fn error(code: i64, message: &str, data: Option<Value>, id: Option<&Value>) -> Bytes {
     error_envelope(code, message, data, id, None)
@@ -237,6 +251,15 @@ mod tests {
             std::str::from_utf8(&b).unwrap(),
             r#"{"jsonrpc":"2.0","result":{"method":"sgc@event","channel":"news","message":"hello"}}"#
         );
+    }
+
+    #[test]
+    fn the_message_of_an_event_frame_reads_back_as_it_went_in() {
+        let message = json!({"text": "héllo", "n": [1, 2.5, null]});
+        let id: Arc<str> = "guid".into();
+        let b = event("sgc@event", "news", &message, Some(&id));
+        assert_eq!(event_message(&b), Some(message));
+        assert_eq!(event_message(&ack(&json!("1"))), None);
     }
 
     #[test]
