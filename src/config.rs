@@ -98,6 +98,13 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout_ms: Option<u64>,
 
+    /// Threads serving connections; 0 means one per CPU [default: 0]. Set
+    /// it lower when several nodes (or other busy processes) share the
+    /// machine's cores, so their threads do not preempt each other.
+    #[arg(long, env = "WSCLUSTER_WORKER_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+
     /// API key for the HTTP API (`Authorization: apikey KEY`); without one
     /// the API is off.
     #[arg(long, env = "WSCLUSTER_API_KEY", hide_env_values = true)]
@@ -209,6 +216,8 @@ pub struct Settings {
     pub resend_interval_ms: u64,
     /// See [`Options::drain_timeout_ms`].
     pub drain_timeout_ms: u64,
+    /// See [`Options::worker_threads`].
+    pub worker_threads: usize,
     /// See [`Options::api_key`].
     pub api_key: Option<String>,
     /// See [`Options::node_id`].
@@ -257,6 +266,7 @@ impl Default for Settings {
             qos: "qosLevel0".into(),
             resend_interval_ms: 5000,
             drain_timeout_ms: 5000,
+            worker_threads: 0,
             api_key: None,
             node_id: String::new(),
             engine: EngineName::Mesh,
@@ -336,6 +346,9 @@ impl Settings {
         let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
         if self.max_message_size < 1024 {
             return invalid("max_message_size", "must be at least 1024 bytes");
+        }
+        if self.worker_threads > 1024 {
+            return invalid("worker_threads", "must be at most 1024 (0: one per CPU)");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
@@ -546,6 +559,7 @@ mod tests {
             (Options { peers: Some(vec!["nonsense".into()]), ..Options::default() }, "`peers`"),
             (Options { peers: Some(vec!["h:99999".into()]), ..Options::default() }, "`peers`"),
             (Options { node_id: Some("a b\nc".into()), ..Options::default() }, "`node_id`"),
+            (Options { worker_threads: Some(100_000), ..Options::default() }, "`worker_threads`"),
         ] {
             let e = Settings::resolve(&cli, None).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");

@@ -48,6 +48,10 @@ pub struct FanoutArgs {
     /// Skip Socket.IO.
     #[arg(long)]
     pub no_peer: bool,
+    /// Publish rates to try instead of the ladder (comma-separated msg/s),
+    /// e.g. `--rates 100 --step-secs 20 --perf` to profile one rate.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
 }
 
 /// Publish rates tried, messages per second (x subscribers = deliveries).
@@ -65,7 +69,8 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<()> {
     } else {
         a.clone()
     };
-    let ladder = LadderOpts::stepped(ctx.smoke, RATES, &[10.0, 50.0], a.step_secs);
+    let rates = if a.rates.is_empty() { RATES } else { &a.rates };
+    let ladder = LadderOpts::stepped(ctx.smoke, rates, &[10.0, 50.0], a.step_secs);
     let mut runs: Vec<Value> = Vec::new();
     for run in 0..ctx.runs {
         eprintln!("fanout run {}/{}", run + 1, ctx.runs);
