@@ -233,8 +233,8 @@ impl Core {
         self.send_with(|| TargetOwned::All, || Body::SyncRequest);
     }
 
-    /// A link to `peer` came up: tell it what we are interested in. A peer
-    /// that was not live may hold kept events this node missed: pull them.
+    /// A link to `peer` came up: tell it what we are interested in, and pull
+    /// its kept events (it may hold some this node missed).
     pub fn peer_up(&self, peer: &Arc<str>) {
         let newly = sync::lock(&self.live).insert(peer.clone());
         if newly {
@@ -242,9 +242,11 @@ impl Core {
             self.emit(ClusterEvent::PeerConnected { node_id: peer.clone() });
         }
         self.announce(Some(peer));
-        if newly {
-            self.pull_kept(peer);
-        }
+        // On every new link, not only when the peer becomes live: a link
+        // that replaced another (both ends dialled) may have lost what was
+        // queued on the old one, a pull request or a page among it, and a
+        // pull whose request is lost never ends. Pulls are idempotent.
+        self.pull_kept(peer);
     }
 
     /// `peer` is gone (left, timed out, link lost): forget what it wanted.

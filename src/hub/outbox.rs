@@ -8,18 +8,20 @@
 //! one client that does not read rather than grow memory or hold back the
 //! others. Each such close is counted in `wscluster_slow_consumer_total`.
 //!
-//! Only one task (the connection's) waits on a receiver, so one
-//! registered waker is enough for the close signal.
+//! Only one task (the connection's) reads a receiver, so one registered
+//! waker each is enough for the data and for the close signal.
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use tokio::sync::mpsc;
+
+use crate::sync;
 
 /// One encoded text frame payload, shared by every receiver.
 #[derive(Debug, Clone)]
@@ -49,49 +51,59 @@ pub enum CloseReason {
 
 /// The sending side, held by the hub.
 ///
-/// The channel itself is unbounded: the two bounds are counted here, in
-/// atomics a push updates anyway, rather than also by the channel's
-/// semaphore (seen at ~1% of fan-out CPU).
+/// The queue is a `VecDeque` behind a mutex with a waker for its one
+/// reader, not a channel: an empty deque allocates nothing (a tokio
+/// channel allocates a block of 32 slots, ~1.5 KB, per connection up
+/// front), the reader takes a whole batch under one lock, and a push is a
+/// short uncontended lock (the channel's push and pop were ~8% of fan-out
+/// CPU).
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Outgoing>,
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    queued: AtomicUsize,
+    queue: Mutex<Queue>,
     max_messages: usize,
-    queued_bytes: AtomicUsize,
     max_bytes: usize,
+    /// Wakes the reader when the queue stops being empty.
+    data: AtomicWaker,
     /// Set once someone asks the connection to close; checked by every
-    /// push. With `waker`, this is the close signal: lock-free, where a
+    /// push. With `close`, this is the close signal: lock-free, where a
     /// cancellation token takes a lock on each check (seen at ~9% of
     /// fan-out CPU in push, ~1.5% in the connection loop).
     closed: AtomicBool,
-    waker: AtomicWaker,
+    close: AtomicWaker,
     reason: OnceLock<CloseReason>,
 }
 
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    bytes: usize,
+}
+
+/// Capacity an emptied queue may keep; past it the memory of a burst is
+/// given back (an idle connection should cost little, see ARCHITECTURE.md).
+const KEEP_CAPACITY: usize = 256;
+
 /// The receiving side, owned by the connection task.
 pub struct OutboxReceiver {
-    rx: mpsc::UnboundedReceiver<Outgoing>,
     shared: Arc<Shared>,
 }
 
 /// Creates an outbox bounded to `max_messages` and `max_bytes`.
 pub fn outbox(max_messages: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        queued: AtomicUsize::new(0),
+        queue: Mutex::default(),
         max_messages: max_messages.max(1),
-        queued_bytes: AtomicUsize::new(0),
         max_bytes,
+        data: AtomicWaker::new(),
         closed: AtomicBool::new(false),
-        waker: AtomicWaker::new(),
+        close: AtomicWaker::new(),
         reason: OnceLock::new(),
     });
-    let receiver = OutboxReceiver { rx, shared: shared.clone() };
-    (Outbox { tx, shared }, receiver)
+    (Outbox { shared: shared.clone() }, OutboxReceiver { shared })
 }
 
 impl Outbox {
@@ -103,18 +115,23 @@ impl Outbox {
             return false;
         }
         let len = item.bytes.len();
-        let before = shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let count = shared.queued.fetch_add(1, Ordering::Relaxed);
-
+        let mut queue = sync::lock(&shared.queue);
         // A single message larger than the byte bound still goes through on
         // an empty queue, so the bound never makes a legal message undeliverable.
-        let over_bytes = before > 0 && before + len > shared.max_bytes;
-        let over_count = count >= shared.max_messages;
-        if over_bytes || over_count || self.tx.send(item).is_err() {
-            shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
+        let over_bytes = queue.bytes > 0 && queue.bytes + len > shared.max_bytes;
+        if over_bytes || queue.items.len() >= shared.max_messages {
+            drop(queue);
             self.close(CloseReason::SlowConsumer);
             return false;
+        }
+        let was_empty = queue.items.is_empty();
+        queue.items.push_back(item);
+        queue.bytes += len;
+        drop(queue);
+        // The reader takes everything queued before it waits again, so
+        // only the first message after an empty queue needs to wake it.
+        if was_empty {
+            shared.data.wake();
         }
         true
     }
@@ -126,23 +143,42 @@ impl Outbox {
             tracing::info!("closing slow consumer");
         }
         self.shared.closed.store(true, Ordering::Release);
-        self.shared.waker.wake();
+        self.shared.close.wake();
     }
 }
 
 impl OutboxReceiver {
-    /// The next queued message; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Outgoing> {
-        let item = self.rx.recv().await?;
-        self.took(&item);
-        Some(item)
+    /// Waits for at least one queued message and takes up to `max` of them,
+    /// oldest first. Cancel-safe: nothing is taken unless it is returned.
+    pub async fn recv_batch(&mut self, max: usize) -> Vec<Outgoing> {
+        poll_fn(|cx| {
+            if let Some(batch) = self.take(max) {
+                return Poll::Ready(batch);
+            }
+            // Register before looking again, so a push in between wakes us.
+            self.shared.data.register(cx.waker());
+            self.take(max).map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
     }
 
     /// A queued message if one is ready now.
     pub fn try_recv(&mut self) -> Option<Outgoing> {
-        let item = self.rx.try_recv().ok()?;
-        self.took(&item);
-        Some(item)
+        self.take(1).and_then(|mut batch| batch.pop())
+    }
+
+    fn take(&self, max: usize) -> Option<Vec<Outgoing>> {
+        let mut queue = sync::lock(&self.shared.queue);
+        if queue.items.is_empty() {
+            return None;
+        }
+        let n = queue.items.len().min(max.max(1));
+        let batch: Vec<Outgoing> = queue.items.drain(..n).collect();
+        queue.bytes -= batch.iter().map(|o| o.bytes.len()).sum::<usize>();
+        if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
+            queue.items = VecDeque::new();
+        }
+        Some(batch)
     }
 
     /// Resolves when someone asked this connection to close.
@@ -162,11 +198,6 @@ impl OutboxReceiver {
     pub fn reason(&self) -> CloseReason {
         *self.shared.reason.get().unwrap_or(&CloseReason::GoingAway)
     }
-
-    fn took(&self, item: &Outgoing) {
-        self.shared.queued_bytes.fetch_sub(item.bytes.len(), Ordering::Relaxed);
-        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// See [`OutboxReceiver::close_signal`].
@@ -184,7 +215,7 @@ impl Future for CloseSignal {
         if shared.closed.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        shared.waker.register(cx.waker());
+        shared.close.register(cx.waker());
         if shared.closed.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
     }
 }
@@ -206,7 +237,7 @@ mod tests {
     async fn overflowing_the_bytes_closes_but_one_big_message_fits_an_empty_queue() {
         let (tx, mut rx) = outbox(100, 4);
         assert!(tx.push(Outgoing::new(Bytes::from_static(b"123456"))));
-        rx.recv().await.expect("queued");
+        assert_eq!(rx.recv_batch(8).await.len(), 1);
         assert!(tx.push(Outgoing::new(Bytes::from_static(b"12"))));
         assert!(!tx.push(Outgoing::new(Bytes::from_static(b"345"))));
         assert_eq!(rx.reason(), CloseReason::SlowConsumer);
@@ -227,5 +258,34 @@ mod tests {
         assert_eq!(rx.reason(), CloseReason::GoingAway);
         let tx = closer.await.expect("closer");
         assert!(!tx.push(Outgoing::new(Bytes::from_static(b"late"))), "closed refuses pushes");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_is_woken_and_takes_everything_queued_in_order() {
+        let (tx, mut rx) = outbox(100, 1 << 20);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 5 {
+                got.extend(rx.recv_batch(3).await.into_iter().map(|o| o.bytes));
+            }
+            got
+        });
+        tokio::task::yield_now().await;
+        for n in [b"1", b"2", b"3", b"4", b"5"] {
+            assert!(tx.push(Outgoing::new(Bytes::from_static(n))));
+        }
+        let got = reader.await.expect("reader");
+        assert_eq!(got, [b"1", b"2", b"3", b"4", b"5"].map(|n| Bytes::from_static(n)));
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_the_memory_of_a_burst() {
+        let (tx, mut rx) = outbox(10_000, 1 << 30);
+        for _ in 0..2 * KEEP_CAPACITY {
+            assert!(tx.push(Outgoing::new(Bytes::from_static(b"x"))));
+        }
+        while rx.try_recv().is_some() {}
+        assert_eq!(sync::lock(&rx.shared.queue).items.capacity(), 0);
+        assert!(tx.push(Outgoing::new(Bytes::from_static(b"after"))), "still usable");
     }
 }

@@ -240,8 +240,7 @@ where
                 }
                 Some(Err(e)) => return ending_for_error(&e),
             },
-            Some(first) = rx.recv() => {
-                let batch = collect_batch(first, rx);
+            batch = rx.recv_batch(BATCH) => {
                 if policy.is_some() && !track_acks(endpoint.acks(), &batch) {
                     return ending_for(CloseReason::SlowConsumer);
                 }
@@ -287,18 +286,6 @@ fn on_frame(endpoint: &mut impl Endpoint, msg: &Message) {
         endpoint.on_binary();
     }
     // Ping and pong are answered by the WebSocket library.
-}
-
-fn collect_batch(first: Outgoing, rx: &mut OutboxReceiver) -> Vec<Outgoing> {
-    let mut batch = Vec::with_capacity(8);
-    batch.push(first);
-    while batch.len() < BATCH {
-        match rx.try_recv() {
-            Some(next) => batch.push(next),
-            None => break,
-        }
-    }
-    batch
 }
 
 /// Records messages that need an acknowledgement; false when the client
