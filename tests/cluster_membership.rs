@@ -87,3 +87,18 @@ async fn mesh_a_node_its_seed_refuses_is_not_ready() {
     assert_eq!(status["ready"], false, "b is refused by its only peer: {status}");
     assert_eq!(b.readyz().await, 503, "/readyz of b, refused by its only peer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_a_second_process_with_the_id_of_its_seed_is_refused_and_not_ready() {
+    let mut cluster = Cluster::start(Engine::Mesh, &["a"]).await;
+    // Its only peer is the node whose id it took: it must not mistake that
+    // for having dialled itself and serve alone as if ready.
+    let spec = cluster.spec("a", Options::default());
+    let twin = cluster.add(spec).await;
+    twin.wait_log(&["mesh link refused", "already linked to another live process"], STEP).await;
+
+    let status = twin.status().await;
+    assert_eq!(status["ready"], false, "a duplicate of its only peer: {status}");
+    assert_eq!(twin.readyz().await, 503, "/readyz of the duplicate");
+    assert_eq!(status["peers"][0]["state"], "refused", "{status}");
+}

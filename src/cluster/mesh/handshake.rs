@@ -100,16 +100,36 @@ pub fn proof(secret: Option<&str>, their_nonce: &str, my_nonce: &str, node_id: &
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Checks a peer's `Hello` against ours.
+/// Who is checking a `Hello`: this process's node id and incarnation.
+#[derive(Debug, Clone, Copy)]
+pub struct Me<'a> {
+    /// This node's id.
+    pub id: &'a str,
+    /// This process's incarnation.
+    pub incarnation: u64,
+}
+
+/// Checks a peer's `Hello` against ours. Our own id with our own
+/// incarnation is this process (a peer address that is our own); our id
+/// with another incarnation is a second process started with our id, which
+/// must not pass unnoticed (the two would each serve clients as if alone).
 ///
 /// # Errors
 /// When the peer must be refused.
-pub fn check_hello(my_id: &str, version: u32, node_id: &str) -> Result<(), HandshakeError> {
+pub fn check_hello(
+    me: Me<'_>,
+    version: u32,
+    node_id: &str,
+    incarnation: u64,
+) -> Result<(), HandshakeError> {
     if version != VERSION {
         return Err(HandshakeError::Version { ours: VERSION, theirs: version });
     }
-    if node_id == my_id {
-        return Err(HandshakeError::OwnId(node_id.to_owned()));
+    if node_id == me.id {
+        if incarnation == me.incarnation {
+            return Err(HandshakeError::OwnId(node_id.to_owned()));
+        }
+        return Err(HandshakeError::DuplicateId(node_id.to_owned()));
     }
     Ok(())
 }
@@ -158,8 +178,17 @@ mod tests {
 
     #[test]
     fn own_id_and_other_versions_are_refused() {
-        assert_eq!(check_hello("a", VERSION, "a"), Err(HandshakeError::OwnId("a".into())));
-        assert!(matches!(check_hello("a", VERSION + 1, "b"), Err(HandshakeError::Version { .. })));
-        assert!(check_hello("a", VERSION, "b").is_ok());
+        let me = Me { id: "a", incarnation: 7 };
+        assert_eq!(check_hello(me, VERSION, "a", 7), Err(HandshakeError::OwnId("a".into())));
+        assert_eq!(
+            check_hello(me, VERSION, "a", 8),
+            Err(HandshakeError::DuplicateId("a".into())),
+            "another process with our id"
+        );
+        assert!(matches!(
+            check_hello(me, VERSION + 1, "b", 1),
+            Err(HandshakeError::Version { .. })
+        ));
+        assert!(check_hello(me, VERSION, "b", 1).is_ok());
     }
 }

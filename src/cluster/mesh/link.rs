@@ -107,7 +107,8 @@ async fn exchange(mut io: LinkIo, mesh: &MeshShared) -> Result<Established, Hand
 
     let (peer, peer_incarnation, their_nonce, peer_listen) = match recv_hs(&mut io).await? {
         Handshake::Hello { version, node_id, nonce, listen, incarnation } => {
-            if let Err(e) = handshake::check_hello(&me, version, &node_id) {
+            let this = handshake::Me { id: &me, incarnation: mesh.core.incarnation() };
+            if let Err(e) = handshake::check_hello(this, version, &node_id, incarnation) {
                 refuse(&mut io, &e).await;
                 return Err(e);
             }
