@@ -52,6 +52,10 @@ fn describe() {
     describe_counter!("wscluster_deliveries_total", "publications queued for clients, by kind");
     describe_counter!("wscluster_slow_consumer_total", "clients closed with 1008 slow consumer");
     describe_counter!(
+        "wscluster_qos_expired_total",
+        "server-to-client QoS messages dropped unacknowledged after the resend timeout"
+    );
+    describe_counter!(
         "wscluster_bad_input_total",
         "client messages answered with an error, by code"
     );
