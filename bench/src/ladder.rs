@@ -298,7 +298,7 @@ pub struct StepResult {
     /// its rate and no connection closed: the rate is sustained, whatever
     /// the latency.
     pub kept_up: bool,
-    /// Which attempt at this rate this is (see `noise_checked_step`).
+    /// Which attempt at this rate this is (see `Climb::step`).
     pub attempt: u32,
     /// The latency histogram (µs), for merging windows.
     #[serde(skip)]
@@ -382,8 +382,8 @@ pub async fn run_step(
 const COLD_FAILURES: usize = 4;
 
 /// Steps the rate up until a step fails after one passed (or the rates or
-/// the time budget run out), then tries one rate between the last pass and
-/// the failure.
+/// the time budget run out), then narrows the highest passing rate (see
+/// [`Climb::refine`]).
 ///
 /// Latency does not always grow with the rate on a virtual machine: at a
 /// few messages per second every burst finds the CPUs halted, and waking
@@ -398,6 +398,7 @@ pub async fn run_ladder(
     server_pids: &[u32],
     label: &str,
 ) -> Result<Vec<StepResult>> {
+    let mut climb = Climb { driver, receivers, opts, server_pids, label };
     wait_quiet().await;
     let started = Instant::now();
     let mut steps: Vec<StepResult> = Vec::new();
@@ -409,8 +410,7 @@ pub async fn run_ladder(
             eprintln!("  {label}: time budget spent");
             break;
         }
-        let r = noise_checked_step(driver, i as u32 + 1, rate, receivers, opts, server_pids, label)
-            .await?;
+        let r = climb.step(i as u32 + 1, rate).await?;
         let (pass, latency_only) = (r.pass, r.why.starts_with("p99"));
         steps.push(r);
         if pass {
@@ -426,93 +426,91 @@ pub async fn run_ladder(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     if opts.refine {
-        refine(driver, receivers, opts, server_pids, label, &mut steps, first_fail).await?;
+        climb.refine(&mut steps, first_fail).await?;
     }
     Ok(steps)
 }
 
-/// Narrows the highest passing rate: between it and the next rate tried
-/// above it (which failed), tries the geometric middle, then the middle of
-/// whichever half it leaves, [`REFINE_STEPS`] times at most. Without this
-/// the figure moves only in whole ladder steps (100 to 200 msg/s, say), and
-/// a ratio between two targets is mostly the ladder's rounding.
-async fn refine(
-    driver: &mut Driver,
-    receivers: u64,
-    opts: &LadderOpts,
-    server_pids: &[u32],
-    label: &str,
-    steps: &mut Vec<StepResult>,
-    first_fail: Option<f64>,
-) -> Result<()> {
-    if steps.iter().any(|s| s.closed > 0) {
-        return Ok(());
-    }
-    let Some(mut pass) = steps.iter().filter(|s| s.pass).map(|s| s.rate).reduce(f64::max) else {
-        return Ok(());
-    };
-    let above = steps.iter().filter(|s| s.rate > pass).map(|s| s.rate).reduce(f64::min);
-    let Some(mut fail) = above.or(first_fail) else {
-        return Ok(());
-    };
-    for _ in 0..REFINE_STEPS {
-        let mid = round2((pass * fail).sqrt());
-        if mid <= pass * 1.1 || mid >= fail * 0.95 {
-            break;
-        }
-        // The ladder ended on a step the target could not keep up with;
-        // its backlog must drain first, or it decides this step.
-        wait_quiet().await;
-        let step = steps.len() as u32 + 1;
-        let r = noise_checked_step(driver, step, mid, receivers, opts, server_pids, label).await?;
-        let (passed, closed) = (r.pass, r.closed > 0);
-        steps.push(r);
-        if closed {
-            break;
-        }
-        if passed {
-            pass = mid;
-        } else {
-            fail = mid;
-        }
-    }
-    Ok(())
-}
-
-/// Bisection steps after a ladder (see [`refine`]).
+/// Bisection steps after a ladder (see [`Climb::refine`]).
 const REFINE_STEPS: usize = 2;
 
 /// Other work on the machine above which a failed step is not believed.
 const NOISY_PCT: f64 = 25.0;
 
-/// Runs a step; a step that failed while other processes took more than
-/// [`NOISY_PCT`] of the CPU is run again after the machine is quiet (twice
-/// at most), so that another tenant's build does not decide a ladder. The
-/// same rule applies to every target.
-async fn noise_checked_step(
-    driver: &mut Driver,
-    step: u32,
-    rate: f64,
+/// One target's ladder: what every step of it needs.
+struct Climb<'a> {
+    driver: &'a mut Driver,
     receivers: u64,
-    opts: &LadderOpts,
-    server_pids: &[u32],
-    label: &str,
-) -> Result<StepResult> {
-    let mut tries = 0;
-    loop {
-        let mut r =
-            run_step(driver, step + 1000 * tries, rate, receivers, opts, server_pids).await?;
-        r.attempt = tries + 1;
-        print_step(label, &r);
-        if r.pass || r.closed > 0 || tries >= 2 || r.other_cpu_pct <= NOISY_PCT {
-            return Ok(r);
+    opts: &'a LadderOpts,
+    server_pids: &'a [u32],
+    label: &'a str,
+}
+
+impl Climb<'_> {
+    /// Runs a step; a step that failed while other processes took more
+    /// than [`NOISY_PCT`] of the CPU is run again after the machine is
+    /// quiet (twice at most), so that another tenant's build does not
+    /// decide a ladder. The same rule applies to every target.
+    async fn step(&mut self, step: u32, rate: f64) -> Result<StepResult> {
+        let label = self.label;
+        let mut tries = 0;
+        loop {
+            let n = step + 1000 * tries;
+            let mut r =
+                run_step(self.driver, n, rate, self.receivers, self.opts, self.server_pids).await?;
+            r.attempt = tries + 1;
+            print_step(label, &r);
+            if r.pass || r.closed > 0 || tries >= 2 || r.other_cpu_pct <= NOISY_PCT {
+                return Ok(r);
+            }
+            tries += 1;
+            eprintln!(
+                "  {label}: again after the machine is quiet (other processes: {:.0}% CPU)",
+                r.other_cpu_pct
+            );
+            wait_quiet().await;
         }
-        tries += 1;
-        eprintln!(
-            "  {label}: again after the machine is quiet (other processes: {:.0}% CPU)",
-            r.other_cpu_pct
-        );
-        wait_quiet().await;
+    }
+
+    /// Narrows the highest passing rate: between it and the next rate
+    /// tried above it (which failed), tries the geometric middle, then the
+    /// middle of whichever half it leaves, [`REFINE_STEPS`] times at most.
+    /// Without this the figure moves only in whole ladder steps (100 to 200
+    /// msg/s, say), and a ratio between two targets is mostly the ladder's
+    /// rounding.
+    async fn refine(&mut self, steps: &mut Vec<StepResult>, first_fail: Option<f64>) -> Result<()> {
+        if steps.iter().any(|s| s.closed > 0) {
+            return Ok(());
+        }
+        let Some(mut pass) = steps.iter().filter(|s| s.pass).map(|s| s.rate).reduce(f64::max)
+        else {
+            return Ok(());
+        };
+        let above = steps.iter().filter(|s| s.rate > pass).map(|s| s.rate).reduce(f64::min);
+        let Some(mut fail) = above.or(first_fail) else {
+            return Ok(());
+        };
+        for _ in 0..REFINE_STEPS {
+            let mid = round2((pass * fail).sqrt());
+            if mid <= pass * 1.1 || mid >= fail * 0.95 {
+                break;
+            }
+            // The ladder ended on a step the target could not keep up
+            // with; its backlog must drain first, or it decides this step.
+            wait_quiet().await;
+            let r = self.step(steps.len() as u32 + 1, mid).await?;
+            let (passed, closed) = (r.pass, r.closed > 0);
+            steps.push(r);
+            if closed {
+                break;
+            }
+            if passed {
+                pass = mid;
+            } else {
+                fail = mid;
+            }
+        }
+        Ok(())
     }
 }
 
